@@ -1,0 +1,125 @@
+"""Predictions computed once, then cheap views over them (in the spirit of fastai's
+ClassificationInterpretation): accuracy, confidence interval, confusion matrix,
+classification report, most-confused pairs, top losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import classification_report, confusion_matrix
+
+from fmnist.data.classes import CLASS_NAMES
+from fmnist.errors import DataError
+from fmnist.models.forward import predict_logits
+from fmnist.models.saved import LoadedModel
+
+
+@dataclass
+class Predictions:
+    probabilities: np.ndarray  # float32 (N, C), rows sum to 1
+    labels: np.ndarray  # int64 (N,) true classes
+    images: np.ndarray  # uint8 (N, 28, 28), kept for galleries
+    class_names: list[str]
+
+    def __post_init__(self) -> None:
+        if len(self.probabilities) != len(self.labels) or len(self.labels) != len(self.images):
+            raise ValueError("probabilities, labels and images must have the same length")
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probabilities.max(axis=1)
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.predicted == self.labels
+
+    @property
+    def losses(self) -> np.ndarray:
+        """Per-image cross-entropy (nats)."""
+        true_probability = self.probabilities[np.arange(len(self.labels)), self.labels]
+        return -np.log(np.clip(true_probability, 1e-12, None))
+
+    def accuracy(self) -> float:
+        return float(self.correct.mean())
+
+    def accuracy_ci(self, *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+        return bootstrap_ci(self.correct, confidence=confidence, resamples=resamples, seed=seed)
+
+    def confusion_matrix(self) -> np.ndarray:
+        """Counts (C, C); rows are true classes, columns predicted."""
+        return confusion_matrix(self.labels, self.predicted, labels=list(range(len(self.class_names))))
+
+    def classification_report(self) -> dict:
+        """scikit-learn's per-class precision, recall, F1 and support, as a dict."""
+        return classification_report(
+            self.labels,
+            self.predicted,
+            labels=list(range(len(self.class_names))),
+            target_names=self.class_names,
+            output_dict=True,
+            zero_division=0,
+        )
+
+    def most_confused(self, min_count: int = 1) -> list[tuple[str, str, int]]:
+        """(true class, predicted class, count) for off-diagonal cells, largest first."""
+        matrix = self.confusion_matrix()
+        pairs = [
+            (self.class_names[t], self.class_names[p], int(matrix[t, p]))
+            for t in range(len(matrix))
+            for p in range(len(matrix))
+            if t != p and matrix[t, p] >= min_count
+        ]
+        return sorted(pairs, key=lambda pair: -pair[2])
+
+    def top_losses(self, k: int = 25, *, wrong_only: bool = True) -> np.ndarray:
+        """Indices of the k images with the highest loss (most confidently wrong first)."""
+        candidates = np.flatnonzero(~self.correct) if wrong_only else np.arange(len(self.labels))
+        order = np.argsort(-self.losses[candidates], kind="stable")
+        return candidates[order[:k]]
+
+
+def bootstrap_ci(
+    values: np.ndarray, *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampling with replacement)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    chunk = max(1, 2_000_000 // len(values))  # bound memory to ~16 MB of indices at a time
+    for start in range(0, resamples, chunk):
+        stop = min(start + chunk, resamples)
+        indices = rng.integers(0, len(values), size=(stop - start, len(values)))
+        means[start:stop] = values[indices].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def predict(
+    model: LoadedModel,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int = 1024,
+    tta_flip: bool | None = None,
+) -> Predictions:
+    """Run ``model`` over uint8 ``images`` once; everything else is a view of the result."""
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise DataError(f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}")
+    flip = model.card.tta_flip if tta_flip is None else tta_flip
+    logits = predict_logits(model.module, images, batch_size=batch_size, tta_flip=flip)
+    probabilities = torch.softmax(logits / model.card.temperature, dim=1).numpy().astype(np.float32)
+    return Predictions(
+        probabilities=probabilities,
+        labels=np.asarray(labels, dtype=np.int64),
+        images=images,
+        class_names=list(model.card.class_names or CLASS_NAMES),
+    )

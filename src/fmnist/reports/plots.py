@@ -1,0 +1,105 @@
+"""Figures for the report. Each function returns a matplotlib Figure and draws nothing else.
+
+Figures are built with ``matplotlib.figure.Figure`` directly (no pyplot), so no global
+state and no display are involved.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay
+
+from fmnist.augment import AugmentConfig, augment_batch
+from fmnist.data.contract import to_model_input
+from fmnist.evaluation.predictions import Predictions
+
+
+def figure_png(figure: Figure, *, dpi: int = 110) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str]) -> Figure:
+    figure = Figure(figsize=(8, 7))
+    axes = figure.add_subplot()
+    display = ConfusionMatrixDisplay(np.asarray(matrix), display_labels=class_names)
+    display.plot(ax=axes, cmap="Blues", colorbar=False, values_format="d", xticks_rotation=45)
+    axes.set_title("Confusion matrix (rows: true class)")
+    return figure
+
+
+def plot_learning_curves(history: list[dict]) -> Figure:
+    figure = Figure(figsize=(12, 3.6))
+    epochs = [record["epoch"] for record in history]
+    loss_axes, accuracy_axes, lr_axes = figure.subplots(1, 3)
+    loss_axes.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train (augmented)")
+    loss_axes.plot(epochs, [r["val_loss"] for r in history], marker="o", label="validation")
+    loss_axes.set(title="Loss", xlabel="epoch")
+    accuracy_axes.plot(epochs, [r["train_accuracy"] for r in history], marker="o", label="train (augmented)")
+    accuracy_axes.plot(epochs, [r["val_accuracy"] for r in history], marker="o", label="validation")
+    accuracy_axes.set(title="Accuracy", xlabel="epoch")
+    lr_axes.plot(epochs, [r["lr"] for r in history], marker="o")
+    lr_axes.set(title="Learning rate (end of epoch)", xlabel="epoch", yscale="log")
+    best = [r["epoch"] for r in history if r.get("best")]
+    if best:
+        for axes in (loss_axes, accuracy_axes):
+            axes.axvline(best[-1], color="grey", linestyle="--", linewidth=1)
+    for axes in (loss_axes, accuracy_axes):
+        axes.legend()
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def plot_image_grid(images: np.ndarray, titles: list[str], *, columns: int = 8, title: str = "") -> Figure:
+    """A grid of 28x28 images, each with a (multi-line) caption."""
+    count = len(images)
+    rows = max(1, -(-count // columns))
+    figure = Figure(figsize=(columns * 1.45, rows * 1.75))
+    for index in range(rows * columns):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        axes.axis("off")
+        if index < count:
+            axes.imshow(images[index], cmap="gray", vmin=0, vmax=255)
+            axes.set_title(titles[index], fontsize=7)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_correct_predictions(predictions: Predictions, *, count: int = 24, seed: int = 0) -> Figure:
+    correct = np.flatnonzero(predictions.correct)
+    chosen = np.random.default_rng(seed).choice(correct, size=min(count, len(correct)), replace=False)
+    names = predictions.class_names
+    titles = [f"{names[predictions.predicted[i]]}\n{predictions.confidence[i]:.2f}" for i in chosen]
+    return plot_image_grid(predictions.images[chosen], titles, title="Correct predictions (random sample)")
+
+
+def plot_confident_mistakes(predictions: Predictions, *, count: int = 24) -> Figure:
+    chosen = predictions.top_losses(count)
+    names = predictions.class_names
+    titles = [
+        f"true {names[predictions.labels[i]]}\npred {names[predictions.predicted[i]]} {predictions.confidence[i]:.2f}"
+        for i in chosen
+    ]
+    return plot_image_grid(predictions.images[chosen], titles, title="Most confidently wrong predictions")
+
+
+def plot_augmentation(images: np.ndarray, config: AugmentConfig, *, copies: int = 5, seed: int = 0) -> Figure:
+    """Each row: an original image, then ``copies`` augmented versions of it."""
+    generator = torch.Generator().manual_seed(seed)
+    originals = to_model_input(images)
+    rows = [originals]
+    for _ in range(copies):
+        rows.append(augment_batch(originals, config, generator=generator))
+    grid = torch.stack(rows, dim=1).squeeze(2)  # (images, 1 + copies, 28, 28)
+    tiles = (grid.clamp(0, 1) * 255).round().to(torch.uint8).numpy().reshape(-1, 28, 28)
+    titles = ["original" if i % (copies + 1) == 0 else "augmented" for i in range(len(tiles))]
+    state = "on" if config.enabled else "off (training used none)"
+    return plot_image_grid(tiles, titles, columns=copies + 1, title=f"Training augmentation ({state})")

@@ -1,0 +1,121 @@
+"""The run report: PNG figures in the run folder and one self-contained report.html."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fmnist.augment import AugmentConfig
+from fmnist.evaluation.predictions import Predictions
+from fmnist.files import atomic_write_bytes, atomic_write_text
+from fmnist.reports import plots
+from fmnist.reports.html import embedded_png, escape, key_value_table, page, table
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _read_history(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
+def _augment_config(config: dict) -> AugmentConfig:
+    values = dict(config.get("augment") or {})
+    if "erase_scale" in values:
+        values["erase_scale"] = tuple(values["erase_scale"])
+    return AugmentConfig(**values) if values else AugmentConfig(enabled=False)
+
+
+def _per_class_rows(report: dict, class_names: list[str]) -> list[list[str]]:
+    rows = []
+    for name in class_names:
+        entry = report[name]
+        rows.append(
+            [name, f"{entry['precision']:.3f}", f"{entry['recall']:.3f}", f"{entry['f1-score']:.3f}", int(entry["support"])]
+        )
+    macro = report["macro avg"]
+    rows.append(["macro avg", f"{macro['precision']:.3f}", f"{macro['recall']:.3f}", f"{macro['f1-score']:.3f}", int(macro["support"])])
+    return rows
+
+
+def build_figures(run_dir: Path, predictions: Predictions, metrics: dict) -> dict[str, bytes]:
+    """Render the report's figures as PNG bytes, keyed by file name."""
+    config = _read_json(run_dir / "config.json")
+    history = _read_history(run_dir / "epochs.jsonl")
+    figures = {
+        "confusion_matrix.png": plots.plot_confusion_matrix(np.array(metrics["confusion_matrix"]), predictions.class_names),
+        "correct_predictions.png": plots.plot_correct_predictions(predictions),
+        "confident_mistakes.png": plots.plot_confident_mistakes(predictions),
+        "augmentation.png": plots.plot_augmentation(predictions.images[:6], _augment_config(config)),
+    }
+    if history:
+        figures["learning_curves.png"] = plots.plot_learning_curves(history)
+    return {name: plots.figure_png(figure) for name, figure in figures.items()}
+
+
+def render_report(run_dir: Path, metrics: dict, pngs: dict[str, bytes], *, title: str | None = None) -> str:
+    config = _read_json(run_dir / "config.json")
+    run_info = _read_json(run_dir / "run.json")
+    history = _read_history(run_dir / "epochs.jsonl")
+    low, high = metrics["test_accuracy_ci95"]
+    sections = [
+        f"<h1>{escape(title or 'fmnist run ' + run_dir.name)}</h1>",
+        f"<p class=muted>{escape(metrics.get('model', ''))} · evaluated {escape(metrics.get('evaluated', ''))}</p>",
+        f"<p class=big>Test accuracy {metrics['test_accuracy']:.2%} "
+        f"<span class=muted>(95% CI {low:.2%} – {high:.2%}, {metrics['test_images']:,} images, "
+        f"{metrics['errors']:,} errors)</span></p>",
+    ]
+    data = metrics.get("data", {})
+    if data:
+        sections.append("<h2>Test data</h2>" + key_value_table(data))
+    if history:
+        best = max((r for r in history if r.get("best")), key=lambda r: r["epoch"], default=history[-1])
+        total = sum(r["seconds"] for r in history)
+        sections.append(
+            "<h2>Training</h2>"
+            f"<p>{len(history)} epochs in {total:.0f} s; best validation loss {best['val_loss']:.4f} "
+            f"(accuracy {best['val_accuracy']:.2%}) at epoch {best['epoch']}, whose weights were kept.</p>"
+        )
+    if "learning_curves.png" in pngs:
+        sections.append(embedded_png(pngs["learning_curves.png"], "learning curves"))
+    sections.append("<h2>Confusions</h2>")
+    sections.append(embedded_png(pngs["confusion_matrix.png"], "confusion matrix"))
+    sections.append(
+        "<h3>Most confused pairs</h3>"
+        + table(["true class", "predicted as", "count"], [(m["true"], m["predicted"], m["count"]) for m in metrics["most_confused"][:10]])
+    )
+    sections.append(
+        "<h3>Per class</h3>"
+        + table(["class", "precision", "recall", "F1", "support"], _per_class_rows(metrics["classification_report"], metrics["class_names"]))
+    )
+    for section in metrics.get("extra_sections", []):
+        sections.append(section)
+    sections.append("<h2>Galleries</h2>")
+    sections.append(embedded_png(pngs["confident_mistakes.png"], "most confidently wrong predictions"))
+    sections.append(embedded_png(pngs["correct_predictions.png"], "correct predictions"))
+    sections.append(embedded_png(pngs["augmentation.png"], "augmentation samples"))
+    if config:
+        sections.append("<h2>Configuration</h2>" + key_value_table({k: json.dumps(v) for k, v in config.items()}))
+    if run_info:
+        sections.append("<h2>Provenance</h2>" + key_value_table({k: json.dumps(v) for k, v in run_info.items()}))
+    return page(title or f"fmnist report {run_dir.name}", sections)
+
+
+def write_run_report(run_dir: str | Path, predictions: Predictions, metrics: dict) -> Path:
+    """Write figures/*.png and report.html into ``run_dir``; return the report's path."""
+    run_dir = Path(run_dir)
+    pngs = build_figures(run_dir, predictions, metrics)
+    for name, png in pngs.items():
+        atomic_write_bytes(run_dir / "figures" / name, png)
+    report = run_dir / "report.html"
+    atomic_write_text(report, render_report(run_dir, metrics, pngs))
+    return report

@@ -1,0 +1,185 @@
+"""Training configuration: one typed dataclass, recipes as named instances of it.
+
+Resolution order: the recipe's values, then a config file (YAML or TOML), then flags.
+The resolved config is written into the run folder and is all a resume needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fmnist.augment import AugmentConfig
+from fmnist.errors import ConfigError
+from fmnist.models.registry import get_spec, model_defaults
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "plateau", "onecycle", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    recipe: str = "seed"
+    model: str = "seed_cnn"
+    model_args: dict = field(default_factory=dict)  # overrides of the model builder's defaults
+    epochs: int = 40  # maximum; early stopping usually ends sooner
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = True  # SGD only
+    schedule: str = "plateau"  # plateau: halve the lr after plateau_patience epochs without progress
+    plateau_patience: int = 2
+    warmup_fraction: float = 0.25  # onecycle: share of the steps spent rising to the peak lr
+    label_smoothing: float = 0.0
+    patience: int = 6  # early stopping: epochs without a val-loss improvement; 0 disables it
+    min_delta: float = 1e-4  # smallest val-loss decrease that counts as an improvement
+    ema_decay: float = 0.0  # exponential moving average of the weights; 0 disables it
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    val_fraction: float = 0.1  # share of the training split held out for validation
+    subset: int | None = None  # train on the first N training images (quick runs)
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads; None = all cores
+    channels_last: bool = True  # faster convolutions on CPU (oneDNN's preferred layout)
+    eval_batch_size: int = 1024
+    tta_flip: bool = False  # evaluate on the image and its mirror, averaged
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first invalid setting."""
+        get_spec(self.model)
+        unknown = sorted(set(self.model_args) - set(model_defaults(self.model)))
+        if unknown:
+            raise ConfigError(f"model {self.model!r} has no argument(s) {', '.join(unknown)}")
+        checks = [
+            (self.epochs >= 1, "epochs", "at least 1"),
+            (self.batch_size >= 1, "batch_size", "at least 1"),
+            (self.lr > 0, "lr", "positive"),
+            (self.weight_decay >= 0, "weight_decay", "zero or positive"),
+            (0 <= self.momentum < 1, "momentum", "in [0, 1)"),
+            (self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}"),
+            (self.plateau_patience >= 1, "plateau_patience", "at least 1"),
+            (0 < self.warmup_fraction < 1, "warmup_fraction", "in (0, 1)"),
+            (0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)"),
+            (self.patience >= 0, "patience", "zero (off) or positive"),
+            (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
+            (0 < self.val_fraction < 1, "val_fraction", "in (0, 1)"),
+            (self.subset is None or self.subset >= 20, "subset", "at least 20 images"),
+            (self.threads is None or self.threads >= 1, "threads", "at least 1"),
+            (self.eval_batch_size >= 1, "eval_batch_size", "at least 1"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise ConfigError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+        self.augment.validate()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_type(name: str, value: Any, hint: Any) -> Any:
+    """Coerce a config-file value to the field's type or raise ConfigError."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif hint is dict or typing.get_origin(hint) is dict:
+        if isinstance(value, dict):
+            return value
+    elif typing.get_origin(hint) is tuple:
+        if isinstance(value, (list, tuple)) and len(value) == len(typing.get_args(hint)):
+            return tuple(float(v) for v in value)
+    else:
+        return value
+    expected = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{name} must be of type {expected}, got {value!r}")
+
+
+def _apply(base: Any, values: dict, where: str) -> Any:
+    hints = typing.get_type_hints(type(base))
+    names = [f.name for f in dataclasses.fields(base)]
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown setting {key!r} in {where}", f"valid settings: {', '.join(names)}")
+        if dataclasses.is_dataclass(getattr(base, key)):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key} in {where} must be a table of settings, got {value!r}")
+            changes[key] = _apply(getattr(base, key), value, f"{where} [{key}]")
+        else:
+            changes[key] = _check_type(key, value, hints[key])
+    return dataclasses.replace(base, **changes)
+
+
+def read_config_file(path: Path) -> dict:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) file of settings."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file", "check the --config path")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        if path.suffix.lower() == ".toml":
+            values = tomllib.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml", ".json"):
+            values = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"{path}: unknown config format {path.suffix!r}", "use .yaml, .yml or .toml")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
+        first = str(error).splitlines()[0]
+        raise ConfigError(f"{path}: cannot parse ({first})", "fix the syntax") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, found {type(values).__name__}")
+    return values
+
+
+def resolve_config(
+    recipe: str | None = None, *, file_values: dict | None = None, overrides: dict | None = None
+) -> TrainConfig:
+    """The recipe's config, updated by the config file's values, then by flags.
+
+    The recipe is the one named by ``recipe`` (the flag), else by the file's ``recipe``
+    key, else the default recipe. ``overrides`` with value None are flags left unset.
+    """
+    from fmnist.training.recipes import DEFAULT_RECIPE, get_recipe
+
+    file_values = dict(file_values or {})
+    name = recipe or file_values.pop("recipe", None) or DEFAULT_RECIPE
+    file_values.pop("recipe", None)
+    config = get_recipe(name)
+    config = _apply(config, file_values, "the config file")
+    config = _apply(config, {k: v for k, v in (overrides or {}).items() if v is not None}, "the flags")
+    config.validate()
+    return config
+
+
+def config_from_dict(values: dict) -> TrainConfig:
+    """Rebuild a config saved with to_dict (e.g. from a run folder's config.json)."""
+    return _apply(TrainConfig(), values, "config.json")
+
+
+def dump_config(config: TrainConfig) -> str:
+    return json.dumps(config.to_dict(), indent=2) + "\n"
