@@ -75,7 +75,7 @@ def _progress_enabled(args: argparse.Namespace) -> bool:
 def cmd_data_info(args: argparse.Namespace) -> int:
     from fmnist.data.info import describe_data
 
-    description = describe_data(args.data)
+    description = describe_data(args.data, progress=_progress_enabled(args))
     if args.format == "json":
         print(json.dumps(description, indent=2))
         return 0
@@ -107,7 +107,7 @@ def cmd_data_export_csv(args: argparse.Namespace) -> int:
     from fmnist.data import locate_data
     from fmnist.data.export_csv import export_csv
 
-    for path in export_csv(locate_data(args.data), Path(args.folder)):
+    for path in export_csv(locate_data(args.data, progress=_progress_enabled(args)), Path(args.folder)):
         print(f"wrote {path}")
     return 0
 

@@ -47,7 +47,7 @@ def load_cached(files: SplitFiles) -> CachedSplit | None:
         info = json.loads((entry / "info.json").read_text())
         images = np.load(entry / "images.npy")
         labels = np.load(entry / "labels.npy")
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):  # np.load raises EOFError on an empty file
         return None
     if images.dtype != np.uint8 or images.ndim != 3 or len(images) != len(labels):
         return None

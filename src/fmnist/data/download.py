@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fmnist.data.idx import read_content
+from fmnist.data.idx import GZIP_MAGIC, read_content
 from fmnist.data.locate import no_data_message
 from fmnist.data.official import OFFICIAL_FILES, OFFICIAL_MIRRORS, OfficialFile
 from fmnist.errors import DataError
@@ -52,6 +52,14 @@ def is_verified_copy(path: Path, official: OfficialFile) -> bool:
 
 
 def _check_content(path: Path, official: OfficialFile, url: str) -> None:
+    # ``path`` is the temporary name, so read_content cannot see the .gz of the final one:
+    # content that is not gzip would pass here and be refused by every later read.
+    with open(path, "rb") as handle:
+        if handle.read(len(GZIP_MAGIC)) != GZIP_MAGIC:
+            raise DataError(
+                f"the download of {official.name} from {url} is corrupt: the content is not gzip data",
+                "try again, or set FMNIST_MIRROR to another copy",
+            )
     try:
         content = read_content(path)
     except DataError as error:
@@ -125,7 +133,9 @@ def download_official(dest: Path, *, progress: bool = True, local_copies: tuple[
             try:
                 _fetch(base + official.name, target, official, progress=progress)
             except _Unreachable as error:
-                log.info("mirror unreachable: %s", error)
+                # Debug only: the CLI shows info on stderr, and the reasons are in the error
+                # raised when every mirror fails.
+                log.debug("mirror unreachable: %s", error)
                 unreachable.append(str(error))
                 continue
             actions.append(f"{official.name}: downloaded from {base}")

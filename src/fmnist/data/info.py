@@ -17,9 +17,9 @@ ORIGIN_TEXT = {
 }
 
 
-def describe_data(data: str | os.PathLike[str] | None = None, *, download: bool = True) -> dict:
+def describe_data(data: str | os.PathLike[str] | None = None, *, download: bool = True, progress: bool = True) -> dict:
     """Where the data came from, its format, counts, class balance and checksum status."""
-    source = locate_data(data, download=download)
+    source = locate_data(data, download=download, progress=progress)
     description: dict = {"root": str(source.root), "origin": source.origin, "origin_text": ORIGIN_TEXT[source.origin], "splits": {}}
     for split in SPLITS:
         if split not in source.splits:

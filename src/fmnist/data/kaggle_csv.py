@@ -7,7 +7,9 @@ exact row and column so the error can name them.
 
 from __future__ import annotations
 
+import gzip
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +32,13 @@ def _layout_hint() -> str:
 
 def _sniff_header(path: Path) -> tuple[list[str], bool]:
     """Return (column names, whether the first line is a header), refusing non-CSV files."""
+    # pyarrow decompresses a .gz file by its name, so the sniffer reads the same text.
+    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with open(path, "rb") as handle:
+        with opener(path, "rb") as handle:
             head = handle.read(1 << 16)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise DataError(f"{path}: corrupt or truncated gzip data ({error})", "compress it again") from None
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror})", "check the path and permissions") from None
     if not head.strip():
@@ -40,8 +46,9 @@ def _sniff_header(path: Path) -> tuple[list[str], bool]:
     if b"\x00" in head:
         raise DataError(f"{path}: binary content, not a CSV text file", _layout_hint())
     try:
-        # The 64 KiB cut may split a multi-byte character; ignore only that tail.
-        text = head.decode("utf-8", errors="strict" if len(head) < (1 << 16) else "ignore")
+        # "utf-8-sig" drops the byte-order mark Excel writes (pyarrow skips it too). The
+        # 64 KiB cut may split a multi-byte character; ignore only that tail.
+        text = head.decode("utf-8-sig", errors="strict" if len(head) < (1 << 16) else "ignore")
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text, so not a CSV file", _layout_hint()) from None
     first_line = text.splitlines()[0] if text.splitlines() else ""
@@ -56,6 +63,9 @@ def _sniff_header(path: Path) -> tuple[list[str], bool]:
         return names, False
     lowered = [cell.lower() for cell in cells]
     if lowered == list(KAGGLE_COLUMNS) or lowered == list(PIXEL_COLUMNS):
+        # pyarrow cannot even skip a header that has no line end; say what it means.
+        if len(head) < (1 << 16) and not any(line.strip() for line in text.splitlines()[1:]):
+            raise DataError(f"{path}: a header but no rows", "the file holds no images")
         return lowered, True
     if lowered and lowered[0] == LABEL_COLUMN and len(cells) != PIXELS + 1:
         raise DataError(
@@ -93,7 +103,8 @@ def _diagnose(path: Path, names: list[str], has_header: bool, error: Exception) 
             pass
         if bad_rows:
             number, cells = bad_rows[0]
-            where = f"line {number + (1 if has_header else 0)}" if number is not None else "a row"
+            # pyarrow numbers rows by physical line, the skipped header included.
+            where = f"line {number}" if number is not None else "a row"
             return DataError(
                 f"{path}: {where} has {cells} cells, expected {len(names)}"
                 f" ({'label + ' if names[0] == LABEL_COLUMN else ''}{PIXELS} pixels)",
@@ -147,6 +158,9 @@ def read_kaggle_csv(path: Path, *, require_labels: bool = True) -> tuple[np.ndar
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as error:
         raise _diagnose(path, names, has_header, error) from None
+    except OSError as error:
+        # pyarrow reports a truncated or corrupt .gz stream this way.
+        raise DataError(f"{path}: cannot read ({error})", "if it is gzipped, compress it again") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: a header but no rows", "the file holds no images")
     for index, column in enumerate(table.columns):

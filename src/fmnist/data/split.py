@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from fmnist.errors import ConfigError
 
@@ -12,6 +11,10 @@ def stratified_split(labels: np.ndarray, val_fraction: float, *, seed: int) -> t
     """Return (train indices, validation indices), each class split in the same proportion."""
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be between 0 and 1, got {val_fraction}", "e.g. --val-fraction 0.1")
+    # Imported here: scikit-learn takes ~1 s to import and every `fmnist data` command
+    # imports this package without needing it.
+    from sklearn.model_selection import train_test_split
+
     indices = np.arange(len(labels))
     try:
         train_idx, val_idx = train_test_split(

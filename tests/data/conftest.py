@@ -1,0 +1,125 @@
+"""Fixtures for the data tests: no system copy, no internet, a real local HTTP mirror, the CLI."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+
+def closed_port_url() -> str:
+    """An http URL on 127.0.0.1 where nothing listens (the port was just released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def unreachable_url() -> str:
+    return closed_port_url()
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No system copy, and any download attempt goes to a closed local port, never the internet."""
+    monkeypatch.setenv("FMNIST_SYSTEM_DATA", str(tmp_path / "no-system-data"))
+    monkeypatch.setenv("FMNIST_MIRROR", closed_port_url())
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@dataclass
+class Mirror:
+    """A folder served over HTTP on 127.0.0.1, recording the paths requested."""
+
+    folder: Path
+    url: str
+    requests: list[str] = field(default_factory=list)
+    # Names whose reply announces the full Content-Length but sends only half the body.
+    cut_short: set[str] = field(default_factory=set)
+
+
+def _handler(mirror: Mirror) -> type[http.server.SimpleHTTPRequestHandler]:
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, directory=str(mirror.folder), **kwargs)
+
+        def do_GET(self) -> None:
+            mirror.requests.append(self.path)
+            name = self.path.lstrip("/")
+            if name not in mirror.cut_short:
+                super().do_GET()
+                return
+            body = (mirror.folder / name).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A real HTTP server on 127.0.0.1 serving an (initially empty) folder; FMNIST_MIRROR points at it."""
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    served = Mirror(folder=folder, url="")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(served))
+    served.url = f"http://127.0.0.1:{server.server_address[1]}/"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    monkeypatch.setenv("FMNIST_MIRROR", served.url)
+    yield served
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def error_line(self, *fragments: str) -> str:
+        """Check a clean refusal: exit 2, one stderr line 'fmnist: error: ...', no traceback."""
+        assert self.returncode == 2, self
+        assert "Traceback" not in self.stderr, self.stderr
+        lines = self.stderr.strip("\n").splitlines()
+        assert len(lines) == 1, self.stderr
+        assert lines[0].startswith("fmnist: error: "), lines[0]
+        for fragment in fragments:
+            assert fragment in lines[0], (fragment, lines[0])
+        return lines[0]
+
+
+@pytest.fixture
+def run_fmnist(tmp_path: Path):
+    """Run ``python -m fmnist ARGS`` in a subprocess with the test's (isolated) environment."""
+
+    def run(*args: str) -> CliResult:
+        done = subprocess.run(
+            [sys.executable, "-m", "fmnist", *args],
+            cwd=tmp_path,
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return run
+
