@@ -7,6 +7,9 @@ parts of the suite add theirs below. Every test runs with its own empty fmnist c
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,3 +146,77 @@ def isolated_fmnist_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     monkeypatch.setenv("FMNIST_CACHE", str(cache))
     monkeypatch.delenv("FMNIST_DATA", raising=False)
     return cache
+
+
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def error_line(self, *fragments: str) -> str:
+        """Check a clean refusal: exit 2, one stderr line 'fmnist: error: ...', no traceback."""
+        assert self.returncode == 2, self
+        assert "Traceback" not in self.stderr, self.stderr
+        lines = self.stderr.strip("\n").splitlines()
+        assert len(lines) == 1, self.stderr
+        assert lines[0].startswith("fmnist: error: "), lines[0]
+        for fragment in fragments:
+            assert fragment in lines[0], (fragment, lines[0])
+        return lines[0]
+
+
+@pytest.fixture
+def run_fmnist(tmp_path: Path):
+    """Run ``python -m fmnist ARGS`` in a subprocess with the test's (isolated) environment."""
+
+    def run(*args: str) -> CliResult:
+        done = subprocess.run(
+            [sys.executable, "-m", "fmnist", *args],
+            cwd=tmp_path,
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return run
+
+
+
+def learnable_data(count: int, *, seed: int) -> TinyData:
+    """Images a model can learn in a few steps: class k is a bright bar at row 2 + 2k, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(count) % 10).astype(np.int64)
+    images = rng.integers(0, 60, size=(count, 28, 28), dtype=np.uint8)
+    rows = 2 + 2 * labels
+    images[np.arange(count), rows, 4:24] = 230
+    return TinyData(images, labels)
+
+
+@pytest.fixture
+def learnable_dir(tmp_path: Path) -> Path:
+    """IDX files of a small learnable dataset: 400 training and 100 test images."""
+    folder = tmp_path / "learnable"
+    DataFiles.idx_split(folder, learnable_data(400, seed=0), split="train")
+    DataFiles.idx_split(folder, learnable_data(100, seed=1), split="test")
+    return folder
+
+
+# A seed_cnn small enough that a training epoch over 400 images takes well under a second.
+SMALL_MODEL_TOML = """
+model = "seed_cnn"
+epochs = 3
+batch_size = 32
+[model_args]
+width = 8
+hidden = 16
+"""
+
+
+@pytest.fixture
+def small_config(tmp_path: Path) -> Path:
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL_MODEL_TOML)
+    return path

@@ -23,7 +23,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump) and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"fmnist: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -183,7 +183,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         file_values = read_config_file(Path(args.config)) if args.config else None
         config = resolve_config(args.recipe, file_values=file_values, overrides=_overrides(args))
         run_dir = Path(args.out) if args.out else default_run_dir(config.model)
-        log.info("run folder %s (recipe %s, model %s, seed %d)", run_dir, config.recipe, config.model, config.seed)
         result = train(config, run_dir, data=args.data, progress=_progress_enabled(args))
     stopped = "early stopping" if result.stopped_early else "the epoch limit"
     print(f"trained {len(result.history)} epochs (stopped by {stopped}); best epoch {result.best_epoch}: {result.run_dir / 'model.safetensors'}")

@@ -1,12 +1,9 @@
-"""Fixtures for the data tests: no system copy, no internet, a real local HTTP mirror, the CLI."""
+"""Fixtures for the data tests: no system copy, no internet, a real local HTTP mirror."""
 
 from __future__ import annotations
 
 import http.server
-import os
 import socket
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,40 +83,3 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     server.shutdown()
     server.server_close()
     thread.join()
-
-
-@dataclass(frozen=True)
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def error_line(self, *fragments: str) -> str:
-        """Check a clean refusal: exit 2, one stderr line 'fmnist: error: ...', no traceback."""
-        assert self.returncode == 2, self
-        assert "Traceback" not in self.stderr, self.stderr
-        lines = self.stderr.strip("\n").splitlines()
-        assert len(lines) == 1, self.stderr
-        assert lines[0].startswith("fmnist: error: "), lines[0]
-        for fragment in fragments:
-            assert fragment in lines[0], (fragment, lines[0])
-        return lines[0]
-
-
-@pytest.fixture
-def run_fmnist(tmp_path: Path):
-    """Run ``python -m fmnist ARGS`` in a subprocess with the test's (isolated) environment."""
-
-    def run(*args: str) -> CliResult:
-        done = subprocess.run(
-            [sys.executable, "-m", "fmnist", *args],
-            cwd=tmp_path,
-            env=dict(os.environ),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        return CliResult(done.returncode, done.stdout, done.stderr)
-
-    return run
-

@@ -305,6 +305,11 @@ def _run(
     training_data = prepare_data(config, data, progress=progress)
     trainer = Trainer(config, paths, training_data, progress=progress)
     if state is None:
+        log.info(
+            "training %s (recipe %s, seed %d) on %d images, validating on %d; run folder %s",
+            config.model, config.recipe, config.seed, len(training_data.train_labels),
+            len(training_data.val_labels), paths.root,
+        )
         paths.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(paths.config, dump_config(config))
         atomic_write_json(paths.provenance, {**provenance(threads), "data": training_data.description})

@@ -1,0 +1,74 @@
+"""The training function through the Python API: outputs, determinism, best weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fmnist.errors import RunError
+from fmnist.models import load_model
+from fmnist.training import read_config_file, resolve_config, train
+
+
+def _config(small_config: Path, **overrides):
+    return resolve_config("seed", file_values=read_config_file(small_config), overrides=overrides)
+
+
+def test_a_run_folder_holds_everything(tmp_path: Path, learnable_dir: Path, small_config: Path) -> None:
+    result = train(_config(small_config), tmp_path / "run", data=learnable_dir)
+    run = tmp_path / "run"
+    for name in ("config.json", "run.json", "epochs.jsonl", "model.safetensors", "checkpoints/last.safetensors", "checkpoints/best.safetensors"):
+        assert (run / name).is_file(), name
+    epochs = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert {"train_loss", "val_loss", "val_accuracy", "lr", "seconds", "images_per_second"} <= set(epochs[0])
+    provenance = json.loads((run / "run.json").read_text())
+    assert provenance["torch"] == torch.__version__
+    assert provenance["data"]["train_images"] + provenance["data"]["val_images"] == 400
+    assert json.loads((run / "config.json").read_text())["model_args"] == {"width": 8, "hidden": 16}
+    assert result.history == epochs
+    # The model learns the bars: far above the 10% of chance.
+    assert epochs[-1]["val_accuracy"] > 0.5
+
+
+def test_the_final_model_is_the_best_validation_epoch(tmp_path: Path, learnable_dir: Path, small_config: Path) -> None:
+    result = train(_config(small_config, epochs=4), tmp_path / "run", data=learnable_dir)
+    epochs = result.history
+    best = min(epochs, key=lambda e: e["val_loss"])
+    assert result.best_epoch == best["epoch"]
+    model = load_model(tmp_path / "run")
+    assert model.card.extra["best_epoch"] == best["epoch"]
+    assert torch.equal(
+        load_file(str(tmp_path / "run" / "model.safetensors"))["1.weight"],
+        load_file(str(tmp_path / "run" / "checkpoints" / "best.safetensors"))["1.weight"],
+    )
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path: Path, learnable_dir: Path, small_config: Path) -> None:
+    train(_config(small_config, epochs=2, seed=3), tmp_path / "a", data=learnable_dir)
+    train(_config(small_config, epochs=2, seed=3), tmp_path / "b", data=learnable_dir)
+    train(_config(small_config, epochs=2, seed=4), tmp_path / "c", data=learnable_dir)
+    a, b, c = (load_file(str(tmp_path / name / "model.safetensors")) for name in "abc")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert not all(torch.equal(a[key], c[key]) for key in a)
+
+
+def test_a_run_folder_is_never_overwritten(tmp_path: Path, learnable_dir: Path, small_config: Path) -> None:
+    train(_config(small_config, epochs=1), tmp_path / "run", data=learnable_dir)
+    before = (tmp_path / "run" / "model.safetensors").read_bytes()
+    with pytest.raises(RunError, match="already holds a run"):
+        train(_config(small_config, epochs=1), tmp_path / "run", data=learnable_dir)
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
+
+
+def test_early_stopping_stops_and_is_recorded(tmp_path: Path, learnable_dir: Path, small_config: Path) -> None:
+    # With a learning rate this small nothing improves by min_delta, so patience runs out.
+    config = _config(small_config, epochs=10, patience=1, lr=1e-9)
+    result = train(config, tmp_path / "run", data=learnable_dir)
+    assert result.stopped_early
+    assert len(result.history) < 10
