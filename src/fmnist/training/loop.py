@@ -31,6 +31,7 @@ from fmnist.training.run_folder import RunPaths, provenance
 from fmnist.training.schedule import PlateauScaler, scheduled_lr
 
 log = logging.getLogger(__name__)
+DATA_INIT_IMAGES = 5000  # training images a data-dependent initialisation may look at
 
 
 class TrainingDiverged(FmnistError):
@@ -78,8 +79,10 @@ def steps_per_epoch(num_images: int, batch_size: int) -> int:
 @torch.inference_mode()
 def validate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig) -> tuple[float, float]:
     model.eval()
+    # Validation predicts the way the finished model will (with flip TTA if configured),
+    # so the epoch chosen is the one that is best as deployed.
     logits = predict_logits(
-        model, images, batch_size=config.eval_batch_size, channels_last=config.channels_last
+        model, images, batch_size=config.eval_batch_size, channels_last=config.channels_last, tta_flip=config.tta_flip
     )
     loss = F.cross_entropy(logits, labels).item()
     accuracy = (logits.argmax(1) == labels).float().mean().item()
@@ -98,6 +101,10 @@ class Trainer:
         self.model = create_model(config.model, **config.model_args)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        fit_to_data = getattr(self.model, "fit_to_data", None)
+        if fit_to_data is not None:
+            # Data-dependent initialisation (e.g. a whitening stem) from training images only.
+            fit_to_data(to_model_input(data.train_images[:DATA_INIT_IMAGES]))
         self.optimizer = make_optimizer(self.model, config)
         self.ema = (
             AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)

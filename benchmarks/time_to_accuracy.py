@@ -1,0 +1,123 @@
+"""Time to accuracy: wall seconds from process start until test accuracy first reaches
+92/93/94/95%, plus final accuracy, epochs and peak memory, over several seeds.
+
+Each seed trains in a fresh process. The clock starts just before that process is
+launched, so interpreter start-up, imports and data loading count. At every epoch end
+the test accuracy of the current weights is measured for this benchmark only: that time
+is taken off the clock and the result never reaches training (which sees the training
+split alone). Prints JSON: medians and per-seed figures.
+
+    python benchmarks/time_to_accuracy.py --recipe fast --seeds 3 [--data PATH] [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import provenance  # noqa: E402
+
+THRESHOLDS = (0.92, 0.93, 0.94, 0.95)
+
+CHILD = r"""
+import json, resource, sys, time
+launched = float(sys.argv[1])
+paused = 0.0
+from fmnist.data import load
+from fmnist.models.forward import predict_logits
+from fmnist.training import resolve_config, train
+settings = json.loads(sys.argv[2])
+config = resolve_config(settings.pop("recipe"), overrides=settings.pop("overrides"))
+data = settings.pop("data")
+pause_started = time.time()
+test = load("test", data)
+paused += time.time() - pause_started
+epochs = []
+
+def on_epoch(end):
+    global paused
+    pause_started = time.time()
+    elapsed = pause_started - launched - paused
+    logits = predict_logits(end.model, test.images, tta_flip=end.config.tta_flip)
+    accuracy = (logits.argmax(1).numpy() == test.labels).mean()
+    epochs.append({"epoch": end.record["epoch"], "seconds": round(elapsed, 2), "test_accuracy": float(accuracy),
+                   "val_accuracy": end.record["val_accuracy"]})
+    paused += time.time() - pause_started
+
+result = train(config, sys.argv[3], data=data, on_epoch=on_epoch)
+finished = time.time() - launched - paused
+logits = predict_logits(result.model, test.images, tta_flip=config.tta_flip)
+final = float((logits.argmax(1).numpy() == test.labels).mean())
+print(json.dumps({"epochs": epochs, "final_test_accuracy": final, "best_epoch": result.best_epoch,
+                  "train_seconds": round(finished, 2),
+                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+"""
+
+
+def run_seed(recipe: str, seed: int, overrides: dict, data: str | None) -> dict:
+    settings = {"recipe": recipe, "overrides": {**overrides, "seed": seed}, "data": data}
+    with tempfile.TemporaryDirectory() as scratch:
+        launched = time.time()
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, repr(launched), json.dumps(settings), str(Path(scratch) / "run")],
+            capture_output=True, text=True, env=os.environ.copy(),
+        )
+    if done.returncode != 0:
+        raise SystemExit(f"seed {seed} failed:\n{done.stderr}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["seed"] = seed
+    for threshold in THRESHOLDS:
+        reached = next((e["seconds"] for e in result["epochs"] if e["test_accuracy"] >= threshold), None)
+        result[f"seconds_to_{round(threshold * 100)}"] = reached
+    return result
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="fast")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. epochs=4")
+    args = parser.parse_args()
+    overrides = {key: _parse_value(value) for key, value in (item.split("=", 1) for item in args.set)}
+    runs = [run_seed(args.recipe, seed, overrides, args.data) for seed in range(args.first_seed, args.first_seed + args.seeds)]
+    summary = {}
+    for threshold in THRESHOLDS:
+        key = f"seconds_to_{round(threshold * 100)}"
+        times = [run[key] for run in runs]
+        summary[f"median_{key}"] = statistics.median(times) if all(t is not None for t in times) else None
+        summary[f"{key}_reached"] = f"{sum(t is not None for t in times)}/{len(times)} seeds"
+    finals = [run["final_test_accuracy"] for run in runs]
+    summary["final_test_accuracy_mean"] = statistics.mean(finals)
+    summary["final_test_accuracy_std"] = statistics.stdev(finals) if len(finals) > 1 else 0.0
+    summary["median_train_seconds"] = statistics.median(run["train_seconds"] for run in runs)
+    summary["max_peak_rss_mib"] = max(run["peak_rss_mib"] for run in runs)
+    print(json.dumps({
+        "benchmark": "time_to_accuracy",
+        "recipe": args.recipe,
+        "overrides": overrides,
+        "clock": "wall seconds from process launch, test evaluations excluded",
+        **summary,
+        "runs": runs,
+        "provenance": provenance(),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

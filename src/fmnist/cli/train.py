@@ -1,0 +1,133 @@
+"""`fmnist models`, `fmnist train`, `fmnist evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fmnist.cli.common import fraction, positive_float, positive_int, progress_enabled
+from fmnist.errors import ConfigError
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from fmnist.models import count_flops, count_parameters, create_model, get_spec, list_models
+
+    rows = []
+    for name in list_models():
+        model = create_model(name)
+        rows.append(
+            {
+                "name": name,
+                "parameters": count_parameters(model),
+                "flops": count_flops(model),
+                "description": get_spec(name).description,
+            }
+        )
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<16} {'parameters':>12} {'MFLOPs/image':>13}  description")
+    for row in rows:
+        print(f"{row['name']:<16} {row['parameters']:>12,} {row['flops'] / 1e6:>13.1f}  {row['description']}")
+    return 0
+
+
+# Flags that set the config; a resumed run keeps its own, so they are refused with --resume.
+CONFIG_FLAGS = ("recipe", "config", "model", "epochs", "batch_size", "lr", "seed", "threads", "subset", "val_fraction", "patience", "no_augment", "out")
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    overrides = {
+        "model": args.model,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "threads": args.threads,
+        "subset": args.subset,
+        "val_fraction": args.val_fraction,
+        "patience": args.patience,
+    }
+    if args.no_augment:
+        overrides["augment"] = {"enabled": False}
+    return overrides
+
+
+def evaluate_and_report(run_dir: Path, data: str | None) -> dict:
+    from fmnist.evaluation import evaluate_run
+    from fmnist.reports import write_run_report
+
+    predictions, metrics = evaluate_run(run_dir, data)
+    report = write_run_report(run_dir, predictions, metrics)
+    low, high = metrics["test_accuracy_ci95"]
+    print(
+        f"test accuracy {metrics['test_accuracy']:.2%} (95% CI {low:.2%}-{high:.2%}) "
+        f"on {metrics['test_images']:,} images"
+    )
+    pairs = ", ".join(f"{m['true']}->{m['predicted']} {m['count']}" for m in metrics["most_confused"][:3])
+    print(f"most confused: {pairs}")
+    print(f"report: {report}")
+    return metrics
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fmnist.training import default_run_dir, read_config_file, resolve_config, resume, train
+
+    if args.resume:
+        given = [f"--{name.replace('_', '-')}" for name in CONFIG_FLAGS if getattr(args, name, None) not in (None, False)]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} cannot be combined with --resume",
+                "a resumed run keeps the settings it started with (its config.json)",
+            )
+        result = resume(Path(args.resume), data=args.data, progress=progress_enabled(args))
+    else:
+        file_values = read_config_file(Path(args.config)) if args.config else None
+        config = resolve_config(args.recipe, file_values=file_values, overrides=config_overrides(args))
+        run_dir = Path(args.out) if args.out else default_run_dir(config.model)
+        result = train(config, run_dir, data=args.data, progress=progress_enabled(args))
+    stopped = "early stopping" if result.stopped_early else "the epoch limit"
+    print(
+        f"trained {len(result.history)} epochs (stopped by {stopped}); best epoch {result.best_epoch}: "
+        f"{result.run_dir / 'model.safetensors'}"
+    )
+    if not args.no_eval:
+        evaluate_and_report(result.run_dir, args.data)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    evaluate_and_report(Path(args.run), args.data)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    models = commands.add_parser("models", help="list the registered models with parameters and FLOPs")
+    models.add_argument("--format", choices=["text", "json"], default="text")
+    models.set_defaults(handler=cmd_models)
+
+    train = commands.add_parser("train", help="train a model; writes a run folder with metrics and a report")
+    train.add_argument("--recipe", help="named recipe: fast (default), seed, best")
+    train.add_argument("--config", metavar="FILE", help="YAML or TOML settings; flags override it")
+    train.add_argument("--data", metavar="PATH", help="folder with IDX files or Kaggle CSVs (default: search)")
+    train.add_argument("--out", metavar="DIR", help="run folder (default: runs/<timestamp>-<model>)")
+    train.add_argument("--model", help="registered model name (fmnist models lists them)")
+    train.add_argument("--epochs", type=positive_int, help="maximum epochs")
+    train.add_argument("--batch-size", type=positive_int)
+    train.add_argument("--lr", type=positive_float, help="peak learning rate")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
+    train.add_argument("--subset", type=positive_int, metavar="N", help="train on the first N training images")
+    train.add_argument("--val-fraction", type=fraction, help="validation share of the training split (default 0.1)")
+    train.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
+    train.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    train.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation and report")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run on the test set; writes metrics.json and the report")
+    evaluate.add_argument("run", metavar="RUN_DIR")
+    evaluate.add_argument("--data", metavar="PATH", help="test data: a folder in either format, or a CSV file")
+    evaluate.set_defaults(handler=cmd_evaluate)
