@@ -206,6 +206,7 @@ def learnable_dir(tmp_path: Path) -> Path:
 
 # A seed_cnn small enough that a training epoch over 400 images takes well under a second.
 SMALL_MODEL_TOML = """
+recipe = "seed"
 model = "seed_cnn"
 epochs = 3
 batch_size = 32

@@ -25,7 +25,7 @@ METADATA_KEY = "fmnist"
 def flatten_tensors(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """Move every tensor in a nested dict/list into ``tensors``, leaving references behind."""
     if isinstance(value, torch.Tensor):
-        tensors[prefix] = value.detach().contiguous().clone()
+        tensors[prefix] = value.detach().to("cpu", copy=True).contiguous()
         return {"__tensor__": prefix}
     if isinstance(value, dict):
         return {str(k): flatten_tensors(v, f"{prefix}.{k}", tensors) for k, v in value.items()}
@@ -49,7 +49,7 @@ def save_tensor_file(path: Path, tensors: dict[str, torch.Tensor], document: dic
     """Write tensors plus a JSON document to ``path`` atomically."""
     with atomic_path(path) as tmp:
         save_file(
-            {k: v.detach().contiguous() for k, v in tensors.items()},
+            {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
             str(tmp),
             metadata={METADATA_KEY: json.dumps(document)},
         )

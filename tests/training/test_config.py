@@ -28,9 +28,9 @@ def test_file_overrides_recipe_and_flags_override_file(tmp_path: Path) -> None:
 
 def test_toml_and_yaml_are_equivalent(tmp_path: Path) -> None:
     toml = tmp_path / "c.toml"
-    toml.write_text('epochs = 2\nbatch_size = 64\n[augment]\nflip = true\n[model_args]\nwidth = 8\n')
+    toml.write_text('recipe = "seed"\nepochs = 2\nbatch_size = 64\n[augment]\nflip = true\n[model_args]\nwidth = 8\n')
     yaml_file = tmp_path / "c.yml"
-    yaml_file.write_text("epochs: 2\nbatch_size: 64\naugment: {flip: true}\nmodel_args: {width: 8}\n")
+    yaml_file.write_text("recipe: seed\nepochs: 2\nbatch_size: 64\naugment: {flip: true}\nmodel_args: {width: 8}\n")
     assert resolve_config(None, file_values=read_config_file(toml)) == resolve_config(
         None, file_values=read_config_file(yaml_file)
     )

@@ -34,7 +34,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # Flags that set the config; a resumed run keeps its own, so they are refused with --resume.
-CONFIG_FLAGS = ("recipe", "config", "model", "epochs", "batch_size", "lr", "seed", "threads", "subset", "val_fraction", "patience", "no_augment", "out")
+CONFIG_FLAGS = ("recipe", "config", "model", "epochs", "batch_size", "lr", "seed", "threads", "subset", "val_fraction", "patience", "no_augment", "full", "out")
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -48,9 +48,12 @@ def config_overrides(args: argparse.Namespace) -> dict:
         "subset": args.subset,
         "val_fraction": args.val_fraction,
         "patience": args.patience,
+        "full": True if args.full else None,
     }
     if args.no_augment:
         overrides["augment"] = {"enabled": False}
+    if args.full and args.patience is None:
+        overrides["patience"] = 0  # nothing to stop on without a validation split
     return overrides
 
 
@@ -102,13 +105,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from fmnist.evaluation import evaluate_ensemble
+    from fmnist.files import atomic_write_json
+    from fmnist.reports import write_run_report
+
+    tta = True if args.tta else (False if args.no_tta else None)
+    predictions, metrics = evaluate_ensemble(args.runs, args.data, tta_flip=tta)
+    out = Path(args.out) if args.out else Path("runs") / f"{dt.datetime.now():%Y%m%d-%H%M%S}-ensemble"
+    atomic_write_json(out / "metrics.json", metrics)
+    report = write_run_report(out, predictions, metrics, title=f"fmnist ensemble of {len(args.runs)} runs")
+    low, high = metrics["test_accuracy_ci95"]
+    for member in metrics["members"]:
+        print(f"member {member['model_file']}: test accuracy {member['test_accuracy']:.2%}")
+    cost = metrics["cost"]
+    seconds = cost["total_train_seconds"]
+    print(
+        f"ensemble of {cost['runs']}: test accuracy {metrics['test_accuracy']:.2%} (95% CI {low:.2%}-{high:.2%}); "
+        f"total training time {'unknown' if seconds is None else f'{seconds / 60:.1f} min'}"
+    )
+    print(f"report: {report}")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     models = commands.add_parser("models", help="list the registered models with parameters and FLOPs")
     models.add_argument("--format", choices=["text", "json"], default="text")
     models.set_defaults(handler=cmd_models)
 
     train = commands.add_parser("train", help="train a model; writes a run folder with metrics and a report")
-    train.add_argument("--recipe", help="named recipe: fast (default), seed, best")
+    train.add_argument("--recipe", help="named recipe: fast (default), seed (the original notebook), best (most accurate)")
     train.add_argument("--config", metavar="FILE", help="YAML or TOML settings; flags override it")
     train.add_argument("--data", metavar="PATH", help="folder with IDX files or Kaggle CSVs (default: search)")
     train.add_argument("--out", metavar="DIR", help="run folder (default: runs/<timestamp>-<model>)")
@@ -122,6 +150,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--val-fraction", type=fraction, help="validation share of the training split (default 0.1)")
     train.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
     train.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    train.add_argument(
+        "--full",
+        action="store_true",
+        help="final retrain on train+validation with the recipe's fixed schedule (no validation, last epoch kept)",
+    )
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     train.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation and report")
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
@@ -131,3 +164,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("run", metavar="RUN_DIR")
     evaluate.add_argument("--data", metavar="PATH", help="test data: a folder in either format, or a CSV file")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    ensemble = commands.add_parser("ensemble", help="average several runs' probabilities and evaluate them as one model")
+    ensemble.add_argument("runs", metavar="RUN_DIR", nargs="+")
+    ensemble.add_argument("--data", metavar="PATH", help="test data: a folder in either format, or a CSV file")
+    ensemble.add_argument("--out", metavar="DIR", help="where metrics.json and the report go (default: runs/<timestamp>-ensemble)")
+    tta = ensemble.add_mutually_exclusive_group()
+    tta.add_argument("--tta", action="store_true", help="flip test-time augmentation for every member")
+    tta.add_argument("--no-tta", action="store_true", help="no test-time augmentation for any member")
+    ensemble.set_defaults(handler=cmd_ensemble)

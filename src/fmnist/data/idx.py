@@ -86,7 +86,9 @@ def parse_idx(content: bytes, path: Path, *, expected_dims: int) -> np.ndarray:
             f"{path}: {data_bytes - expected_bytes:,} unexpected bytes after the data for shape {dims}",
             "the file is corrupt or not an IDX file; download it again",
         )
-    return np.frombuffer(content, dtype=np.uint8, offset=header_size).reshape(dims)
+    # A bytearray copy makes the array writable (np.frombuffer over bytes is read-only,
+    # which torch warns about when the array becomes a tensor).
+    return np.frombuffer(bytearray(content[header_size:]), dtype=np.uint8).reshape(dims)
 
 
 def read_idx(path: Path, *, kind: str) -> IdxContent:

@@ -1,7 +1,7 @@
 """Models: a registry of architectures built by name, and self-describing model files."""
 
 # Importing the families registers them.
-from fmnist.models import fast_cnn, seed_cnn  # noqa: F401
+from fmnist.models import fast_cnn, resnet, seed_cnn  # noqa: F401
 from fmnist.models.registry import (
     count_flops,
     count_parameters,

@@ -74,6 +74,16 @@ def render_report(run_dir: Path, metrics: dict, pngs: dict[str, bytes], *, title
         f"<span class=muted>(95% CI {low:.2%} – {high:.2%}, {metrics['test_images']:,} images, "
         f"{metrics['errors']:,} errors)</span></p>",
     ]
+    if metrics.get("members"):
+        rows = [
+            (m["model_file"], m["model"], f"{m['test_accuracy']:.2%}",
+             "?" if m["train_seconds"] is None else f"{m['train_seconds'] / 60:.1f}")
+            for m in metrics["members"]
+        ]
+        sections.append(
+            "<h2>Ensemble members</h2><p>Class probabilities averaged over the members below.</p>"
+            + table(["model file", "model", "test accuracy alone", "training minutes"], rows)
+        )
     data = metrics.get("data", {})
     if data:
         sections.append("<h2>Test data</h2>" + key_value_table(data))
@@ -110,12 +120,12 @@ def render_report(run_dir: Path, metrics: dict, pngs: dict[str, bytes], *, title
     return page(title or f"fmnist report {run_dir.name}", sections)
 
 
-def write_run_report(run_dir: str | Path, predictions: Predictions, metrics: dict) -> Path:
+def write_run_report(run_dir: str | Path, predictions: Predictions, metrics: dict, *, title: str | None = None) -> Path:
     """Write figures/*.png and report.html into ``run_dir``; return the report's path."""
     run_dir = Path(run_dir)
     pngs = build_figures(run_dir, predictions, metrics)
     for name, png in pngs.items():
         atomic_write_bytes(run_dir / "figures" / name, png)
     report = run_dir / "report.html"
-    atomic_write_text(report, render_report(run_dir, metrics, pngs))
+    atomic_write_text(report, render_report(run_dir, metrics, pngs, title=title))
     return report

@@ -52,6 +52,9 @@ class TrainConfig:
     channels_last: bool = True  # faster convolutions on CPU (oneDNN's preferred layout)
     eval_batch_size: int = 1024
     tta_flip: bool = False  # evaluate on the image and its mirror, averaged
+    full: bool = False  # train on train+validation with the fixed schedule (no validation, last epoch kept)
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU, where it does not pay)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid setting."""
@@ -76,6 +79,7 @@ class TrainConfig:
             (self.subset is None or self.subset >= 20, "subset", "at least 20 images"),
             (self.threads is None or self.threads >= 1, "threads", "at least 1"),
             (self.eval_batch_size >= 1, "eval_batch_size", "at least 1"),
+            (not (self.full and self.patience > 0), "patience", "0 with full (no validation to stop on)"),
         ]
         for ok, name, expected in checks:
             if not ok:

@@ -35,7 +35,11 @@ def prepare_data(
                 f"use at most {len(labels)}",
             )
         images, labels = images[: config.subset], labels[: config.subset]
-    train_idx, val_idx = stratified_split(labels, config.val_fraction, seed=config.seed)
+    if config.full:
+        # The documented final retrain: every training image, no validation split.
+        train_idx, val_idx = np.arange(len(labels)), np.arange(0)
+    else:
+        train_idx, val_idx = stratified_split(labels, config.val_fraction, seed=config.seed)
     description = {
         "root": str(split.source.root),
         "origin": split.source.origin,

@@ -1,7 +1,13 @@
-"""The training function: one loop for every recipe, checkpointed after every epoch."""
+"""The training function: one loop for every recipe, checkpointed after every epoch.
+
+Runs in one process, or data-parallel under `torchrun` (see distributed.py): each rank
+trains on its shard of every epoch's batches, metrics are summed across ranks, and only
+rank 0 writes the run folder.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -14,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -23,9 +30,11 @@ from fmnist.errors import FmnistError, RunError
 from fmnist.files import atomic_write_json, atomic_write_text
 from fmnist.models import ModelCard, create_model, save_model
 from fmnist.models.forward import predict_logits
+from fmnist.training import distributed
 from fmnist.training.checkpoint import TrainingState, load_training_state, save_training_state
 from fmnist.training.config import TrainConfig, config_from_dict, dump_config
 from fmnist.training.data_prep import TrainingData, prepare_data
+from fmnist.training.distributed import Distributed
 from fmnist.training.early_stopping import EarlyStopping
 from fmnist.training.run_folder import RunPaths, provenance
 from fmnist.training.schedule import PlateauScaler, scheduled_lr
@@ -54,15 +63,18 @@ class TrainResult:
     history: list[dict]
     best_epoch: int  # 1-based
     stopped_early: bool
-    model: nn.Module  # best weights, eval mode
+    model: nn.Module  # best weights, eval mode, on the CPU
+    is_main: bool = True  # False on the other ranks of a distributed run
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     # No weight decay on BatchNorm and bias parameters (1-D tensors): decaying them only
     # fights the normalisation.
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
+        {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+    ]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     if config.optimizer == "adamw":
@@ -77,58 +89,93 @@ def steps_per_epoch(num_images: int, batch_size: int) -> int:
 
 
 @torch.inference_mode()
-def validate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig) -> tuple[float, float]:
+def validate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, context: Distributed
+) -> tuple[float, float]:
+    """(mean loss, accuracy) on the validation images; each rank takes a share, summed."""
     model.eval()
+    shard = slice(context.rank, None, context.world_size)
     # Validation predicts the way the finished model will (with flip TTA if configured),
     # so the epoch chosen is the one that is best as deployed.
     logits = predict_logits(
-        model, images, batch_size=config.eval_batch_size, channels_last=config.channels_last, tta_flip=config.tta_flip
+        model,
+        images[shard],
+        batch_size=config.eval_batch_size,
+        channels_last=config.channels_last,
+        tta_flip=config.tta_flip,
     )
-    loss = F.cross_entropy(logits, labels).item()
-    accuracy = (logits.argmax(1) == labels).float().mean().item()
-    return loss, accuracy
+    sums = torch.tensor(
+        [
+            F.cross_entropy(logits, labels[shard], reduction="sum").item(),
+            (logits.argmax(1) == labels[shard]).sum().item(),
+            float(len(logits)),
+        ],
+        dtype=torch.float64,
+    )
+    loss_sum, correct, count = context.all_reduce_sum(sums).tolist()
+    return loss_sum / max(count, 1), correct / max(count, 1)
 
 
 class Trainer:
     """Holds the mutable state of one run; ``fit`` runs the remaining epochs."""
 
-    def __init__(self, config: TrainConfig, paths: RunPaths, data: TrainingData, *, progress: bool) -> None:
-        self.config = config
-        self.paths = paths
-        self.data = data
-        self.progress = progress
-        torch.manual_seed(config.seed)  # dropout and weight initialisation
+    def __init__(
+        self, config: TrainConfig, paths: RunPaths, data: TrainingData, context: Distributed, *, progress: bool
+    ) -> None:
+        self.config, self.paths, self.data, self.context = config, paths, data, context
+        self.progress = progress and context.is_main
+        torch.manual_seed(config.seed)  # weight initialisation: identical on every rank
         self.model = create_model(config.model, **config.model_args)
-        if config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
         fit_to_data = getattr(self.model, "fit_to_data", None)
         if fit_to_data is not None:
             # Data-dependent initialisation (e.g. a whitening stem) from training images only.
             fit_to_data(to_model_input(data.train_images[:DATA_INIT_IMAGES]))
+        self.model = self.model.to(context.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, config)
         self.ema = (
             AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
             if config.ema_decay > 0
             else None
         )
-        # Two generators: batch order, and augmentation. Both are saved in checkpoints.
+        self.trained = DistributedDataParallel(self.model) if context.enabled else self.model
+        # Batch order is the same on every rank (each takes its share); augmentation and
+        # dropout differ per rank. All generators are saved in checkpoints.
         self.order_generator = torch.Generator().manual_seed(config.seed)
-        self.augment_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.augment_generator = torch.Generator().manual_seed(config.seed + 1 + 1000 * context.rank)
+        torch.manual_seed(config.seed + 1000 * context.rank)
         self.stopper = EarlyStopping(config.patience, config.min_delta)
         self.plateau = PlateauScaler(config.plateau_patience)
         self.epochs_done = 0
         self.step = 0
         self.history: list[dict] = []
-        self.best_model = {k: v.clone() for k, v in self.evaluated_model.state_dict().items()}
-        self.steps_per_epoch = steps_per_epoch(len(data.train_labels), config.batch_size)
+        self.best_model = self._snapshot()
+        # Each rank trains on 1/world of the images with 1/world of the batch, so the
+        # global batch, the number of steps and the schedule match a single process.
+        self.local_batch = max(1, config.batch_size // context.world_size)
+        self.steps_per_epoch = steps_per_epoch(len(data.train_labels) // context.world_size, self.local_batch)
 
     @property
     def evaluated_model(self) -> nn.Module:
         """The weights that are validated and kept: the EMA when enabled."""
         return self.ema.module if self.ema is not None else self.model
 
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.evaluated_model.state_dict().items()}
+
     # -- state ---------------------------------------------------------------------------
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        return {
+            "torch": torch.get_rng_state(),
+            "order": self.order_generator.get_state(),
+            "augment": self.augment_generator.get_state(),
+        }
+
     def state(self) -> TrainingState:
+        # Every rank's random state is kept, so a resumed distributed run is exact too.
+        rng_by_rank = self.context.all_gather_objects(self._rng_state())
+        rng = {f"rank{rank}.{name}": value for rank, states in enumerate(rng_by_rank) for name, value in states.items()}
         return TrainingState(
             epochs_done=self.epochs_done,
             step=self.step,
@@ -136,11 +183,7 @@ class Trainer:
             optimizer=self.optimizer.state_dict(),
             best_model=self.best_model,
             ema=dict(self.ema.state_dict()) if self.ema is not None else None,
-            rng={
-                "torch": torch.get_rng_state(),
-                "order": self.order_generator.get_state(),
-                "augment": self.augment_generator.get_state(),
-            },
+            rng=rng,
             early_stopping=self.stopper.state_dict(),
             plateau=self.plateau.state_dict(),
             history=self.history,
@@ -153,9 +196,15 @@ class Trainer:
         if self.ema is not None and state.ema is not None:
             self.ema.load_state_dict(state.ema)
         self.best_model = state.best_model
-        torch.set_rng_state(state.rng["torch"])
-        self.order_generator.set_state(state.rng["order"])
-        self.augment_generator.set_state(state.rng["augment"])
+        prefix = f"rank{self.context.rank}."
+        if prefix + "torch" not in state.rng:
+            raise RunError(
+                f"{self.paths.last_checkpoint}: saved by a run with fewer processes",
+                "resume with the same number of processes (torchrun --nproc-per-node) as the run started with",
+            )
+        torch.set_rng_state(state.rng[prefix + "torch"])
+        self.order_generator.set_state(state.rng[prefix + "order"])
+        self.augment_generator.set_state(state.rng[prefix + "augment"])
         self.stopper.load_state_dict(state.early_stopping)
         self.plateau.load_state_dict(state.plateau)
         self.epochs_done, self.step, self.history = state.epochs_done, state.step, list(state.history)
@@ -174,13 +223,19 @@ class Trainer:
             group["lr"] = lr
         return lr
 
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.amp and self.context.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def train_one_epoch(self) -> tuple[float, float, float]:
-        """Returns (mean train loss, train accuracy on augmented batches, last lr)."""
-        config, data = self.config, self.data
+        """Returns (mean train loss, train accuracy on augmented batches, last lr), over all ranks."""
+        config, data, context = self.config, self.data, self.context
         self.model.train()
         order = torch.randperm(len(data.train_labels), generator=self.order_generator)
-        loss_sum = torch.zeros(())
-        correct = torch.zeros((), dtype=torch.long)
+        order = order[: len(order) - len(order) % context.world_size][context.rank :: context.world_size]
+        loss_sum = torch.zeros((), device=context.device)
+        correct = torch.zeros((), dtype=torch.long, device=context.device)
         seen = 0
         lr = self._set_lr()
         bar = tqdm(
@@ -192,36 +247,40 @@ class Trainer:
         )
         with bar:
             for index in range(self.steps_per_epoch):
-                batch = order[index * config.batch_size : (index + 1) * config.batch_size]
+                batch = order[index * self.local_batch : (index + 1) * self.local_batch]
                 images = augment_batch(
                     to_model_input(data.train_images[batch]), config.augment, generator=self.augment_generator
-                )
+                ).to(context.device, non_blocking=True)
                 if config.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                labels = data.train_labels[batch]
+                labels = data.train_labels[batch].to(context.device, non_blocking=True)
                 lr = self._set_lr()
-                logits = self.model(images)
-                loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+                with self._autocast():
+                    logits = self.trained(images)
+                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
                 if self.ema is not None:
                     self.ema.update_parameters(self.model)
                 self.step += 1
+                # Accumulated on the device: no host synchronisation per step.
                 loss_sum += loss.detach() * len(batch)
                 correct += (logits.detach().argmax(1) == labels).sum()
                 seen += len(batch)
-                if index % 20 == 0:
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
+                if self.progress and index % 20 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
                 bar.update(1)
-        mean_loss = (loss_sum / max(seen, 1)).item()
+        totals = torch.tensor([loss_sum.item(), correct.item(), seen], dtype=torch.float64)
+        total_loss, total_correct, total_seen = self.context.all_reduce_sum(totals).tolist()
+        mean_loss = total_loss / max(total_seen, 1)
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(
                 f"the training loss became {mean_loss} in epoch {self.epochs_done + 1}",
                 f"lower the learning rate (--lr, now {config.lr}); the last good epoch is kept in "
                 f"{self.paths.last_checkpoint}",
             )
-        return mean_loss, (correct.float() / max(seen, 1)).item(), lr
+        return mean_loss, total_correct / max(total_seen, 1), lr
 
     def fit(self, on_epoch: Callable[[EpochEnd], None] | None = None) -> None:
         """Run epochs until the maximum or early stopping, checkpointing after each."""
@@ -229,60 +288,78 @@ class Trainer:
             started = time.perf_counter()
             train_loss, train_accuracy, lr = self.train_one_epoch()
             train_seconds = time.perf_counter() - started
-            val_loss, val_accuracy = validate(
-                self.evaluated_model, self.data.val_images, self.data.val_labels, self.config
-            )
             self.epochs_done += 1
-            improved = self.stopper.update(self.epochs_done, val_loss)
-            if improved:
-                self.best_model = {k: v.clone() for k, v in self.evaluated_model.state_dict().items()}
-            if self.config.schedule == "plateau":
-                self.plateau.step(val_loss)
             record = {
                 "epoch": self.epochs_done,
                 "train_loss": round(train_loss, 6),
                 "train_accuracy": round(train_accuracy, 6),
-                "val_loss": round(val_loss, 6),
-                "val_accuracy": round(val_accuracy, 6),
-                "lr": lr,
-                "seconds": round(time.perf_counter() - started, 3),
-                "images_per_second": round(len(self.data.train_labels) / train_seconds, 1),
-                "best": improved,
             }
+            # Every rank validates (and later saves) rank 0's BatchNorm statistics.
+            self.context.broadcast_buffers(self.evaluated_model)
+            if len(self.data.val_labels):
+                val_loss, val_accuracy = validate(
+                    self.evaluated_model, self.data.val_images, self.data.val_labels, self.config, self.context
+                )
+                improved = self.stopper.update(self.epochs_done, val_loss)
+                if self.config.schedule == "plateau":
+                    self.plateau.step(val_loss)
+                record.update(val_loss=round(val_loss, 6), val_accuracy=round(val_accuracy, 6))
+            else:
+                # No validation split (--full): the fixed schedule decides; keep the last epoch.
+                improved = self.stopper.update(self.epochs_done, -float(self.epochs_done))
+                record.update(val_loss=None, val_accuracy=None)
+            if improved:
+                self.best_model = self._snapshot()
+            record.update(
+                lr=lr,
+                seconds=round(time.perf_counter() - started, 3),
+                images_per_second=round(len(self.data.train_labels) / train_seconds, 1),
+                best=improved,
+            )
             self.history.append(record)
-            save_training_state(self.paths.last_checkpoint, self.state())
-            write_epochs_log(self.paths, self.history)
-            log.info(format_epoch(record, self.config.epochs))
-            if on_epoch is not None:
-                on_epoch(EpochEnd(record=record, model=self.evaluated_model, config=self.config))
+            state = self.state()  # collective: every rank takes part
+            if self.context.is_main:
+                save_training_state(self.paths.last_checkpoint, state)
+                write_epochs_log(self.paths, self.history)
+                log.info(format_epoch(record, self.config.epochs))
+                if on_epoch is not None:
+                    on_epoch(EpochEnd(record=record, model=self.evaluated_model, config=self.config))
+            self.context.barrier()
 
     def finish(self) -> nn.Module:
-        """Load the best weights and write the final, self-describing model file."""
+        """Load the best weights and (rank 0) write the final, self-describing model file."""
         best = create_model(self.config.model, **self.config.model_args)
         best.load_state_dict(self.best_model)
         best.eval()
-        card = ModelCard(
-            model=self.config.model,
-            model_args=dict(self.config.model_args),
-            tta_flip=self.config.tta_flip,
-            extra={
-                "run": self.paths.root.name,
-                "recipe": self.config.recipe,
-                "best_epoch": self.stopper.best_epoch,
-                "epochs": self.epochs_done,
-                "seed": self.config.seed,
-            },
-        )
-        save_model(self.paths.best_checkpoint, best, card)
-        save_model(self.paths.model, best, card)
+        if self.context.is_main:
+            card = ModelCard(
+                model=self.config.model,
+                model_args=dict(self.config.model_args),
+                tta_flip=self.config.tta_flip,
+                extra={
+                    "run": self.paths.root.name,
+                    "recipe": self.config.recipe,
+                    "best_epoch": self.stopper.best_epoch,
+                    "epochs": self.epochs_done,
+                    "seed": self.config.seed,
+                    "full": self.config.full,
+                },
+            )
+            save_model(self.paths.best_checkpoint, best, card)
+            save_model(self.paths.model, best, card)
+        self.context.barrier()
         return best
 
 
 def format_epoch(record: dict, epochs: int) -> str:
+    validation = (
+        f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f}"
+        if record["val_loss"] is not None
+        else "no validation (full)"
+    )
     return (
         f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f} "
-        f"acc {record['train_accuracy']:.4f}  val loss {record['val_loss']:.4f} "
-        f"acc {record['val_accuracy']:.4f}  lr {record['lr']:.2e}  {record['seconds']:.1f}s "
+        f"acc {record['train_accuracy']:.4f}  {validation}  lr {record['lr']:.2e}  {record['seconds']:.1f}s "
         f"({record['images_per_second']:.0f} img/s){'  *' if record['best'] else ''}"
     )
 
@@ -309,30 +386,38 @@ def _run(
     on_epoch: Callable[[EpochEnd], None] | None,
 ) -> TrainResult:
     threads = _set_threads(config)
-    training_data = prepare_data(config, data, progress=progress)
-    trainer = Trainer(config, paths, training_data, progress=progress)
-    if state is None:
-        log.info(
-            "training %s (recipe %s, seed %d) on %d images, validating on %d; run folder %s",
-            config.model, config.recipe, config.seed, len(training_data.train_labels),
-            len(training_data.val_labels), paths.root,
+    context = distributed.setup(config.device)
+    try:
+        training_data = prepare_data(config, data, progress=progress and context.is_main)
+        trainer = Trainer(config, paths, training_data, context, progress=progress)
+        if state is None:
+            if context.is_main:
+                log.info(
+                    "training %s (recipe %s, seed %d) on %d images, validating on %d; %d process(es); run folder %s",
+                    config.model, config.recipe, config.seed, len(training_data.train_labels),
+                    len(training_data.val_labels), context.world_size, paths.root,
+                )
+                paths.root.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(paths.config, dump_config(config))
+                run_info = {**provenance(threads), "processes": context.world_size, "device": str(context.device)}
+                atomic_write_json(paths.provenance, {**run_info, "data": training_data.description})
+        else:
+            trainer.restore(state)
+            if context.is_main:
+                log.info("resuming %s after epoch %d", paths.root, trainer.epochs_done)
+        trainer.fit(on_epoch)
+        best = trainer.finish()
+        return TrainResult(
+            run_dir=paths.root,
+            config=config,
+            history=trainer.history,
+            best_epoch=trainer.stopper.best_epoch,
+            stopped_early=trainer.stopper.should_stop,
+            model=best,
+            is_main=context.is_main,
         )
-        paths.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(paths.config, dump_config(config))
-        atomic_write_json(paths.provenance, {**provenance(threads), "data": training_data.description})
-    else:
-        trainer.restore(state)
-        log.info("resuming %s after epoch %d", paths.root, trainer.epochs_done)
-    trainer.fit(on_epoch)
-    best = trainer.finish()
-    return TrainResult(
-        run_dir=paths.root,
-        config=config,
-        history=trainer.history,
-        best_epoch=trainer.stopper.best_epoch,
-        stopped_early=trainer.stopper.should_stop,
-        model=best,
-    )
+    finally:
+        distributed.shutdown(context)
 
 
 def train(

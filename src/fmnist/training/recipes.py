@@ -42,6 +42,30 @@ RECIPES: dict[str, TrainConfig] = {
         augment=AugmentConfig(rotate_degrees=0.0, shift_fraction=0.0, flip=True),
         tta_flip=True,
     ),
+    # The accurate recipe: a pre-activation ResNet with the regularisers that the best
+    # published Fashion-MNIST results rely on (random crop, flips, random erasing, label
+    # smoothing), an exponential moving average of the weights, a one-cycle schedule and
+    # flip test-time augmentation. Sized for about 55 minutes on a 2-core CPU.
+    "best": TrainConfig(
+        recipe="best",
+        model="preact_resnet",
+        epochs=30,
+        batch_size=128,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="onecycle",
+        warmup_fraction=0.15,
+        label_smoothing=0.1,
+        patience=0,
+        ema_decay=0.999,
+        augment=AugmentConfig(
+            rotate_degrees=0.0, shift_fraction=0.0, flip=True, crop_padding=2, erase_probability=0.5
+        ),
+        tta_flip=True,
+    ),
 }
 DEFAULT_RECIPE = "fast"
 
