@@ -90,6 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = resolve_config(args.recipe, file_values=file_values, overrides=config_overrides(args))
         run_dir = Path(args.out) if args.out else default_run_dir(config.model)
         result = train(config, run_dir, data=args.data, progress=progress_enabled(args))
+    if not result.is_main:
+        return 0  # under torchrun, rank 0 alone reports and evaluates
     stopped = "early stopping" if result.stopped_early else "the epoch limit"
     print(
         f"trained {len(result.history)} epochs (stopped by {stopped}); best epoch {result.best_epoch}: "
