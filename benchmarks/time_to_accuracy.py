@@ -8,6 +8,11 @@ is taken off the clock and the result never reaches training (which sees the tra
 split alone). Prints JSON: medians and per-seed figures.
 
     python benchmarks/time_to_accuracy.py --recipe fast --seeds 3 [--data PATH] [--set key=value ...]
+
+Slow recipes can measure every Nth epoch (``--eval-every N``; the last epoch always):
+the times to each threshold are then those of the first *measured* epoch past it, an
+upper bound. ``--keep DIR`` keeps each seed's run folder (DIR/seed<N>) for later use,
+e.g. ``fmnist ensemble``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from fmnist.training import resolve_config, train
 settings = json.loads(sys.argv[2])
 config = resolve_config(settings.pop("recipe"), overrides=settings.pop("overrides"))
 data = settings.pop("data")
+settings.setdefault("eval_every", 1)
 pause_started = time.time()
 test = load("test", data)
 paused += time.time() - pause_started
@@ -44,6 +50,8 @@ epochs = []
 
 def on_epoch(end):
     global paused
+    if end.record["epoch"] % settings["eval_every"] and end.record["epoch"] != end.config.epochs:
+        return
     pause_started = time.time()
     elapsed = pause_started - launched - paused
     logits = predict_logits(end.model, test.images, tta_flip=end.config.tta_flip)
@@ -62,12 +70,14 @@ print(json.dumps({"epochs": epochs, "final_test_accuracy": final, "best_epoch": 
 """
 
 
-def run_seed(recipe: str, seed: int, overrides: dict, data: str | None) -> dict:
-    settings = {"recipe": recipe, "overrides": {**overrides, "seed": seed}, "data": data}
+def run_seed(recipe: str, seed: int, overrides: dict, data: str | None, eval_every: int = 1,
+             keep: Path | None = None) -> dict:
+    settings = {"recipe": recipe, "overrides": {**overrides, "seed": seed}, "data": data, "eval_every": eval_every}
     with tempfile.TemporaryDirectory() as scratch:
+        run_dir = keep / f"seed{seed}" if keep else Path(scratch) / "run"
         launched = time.time()
         done = subprocess.run(
-            [sys.executable, "-c", CHILD, repr(launched), json.dumps(settings), str(Path(scratch) / "run")],
+            [sys.executable, "-c", CHILD, repr(launched), json.dumps(settings), str(run_dir)],
             capture_output=True, text=True, env=os.environ.copy(),
         )
     if done.returncode != 0:
@@ -93,10 +103,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--data", default=None)
+    parser.add_argument("--eval-every", type=int, default=1, help="measure test accuracy every Nth epoch")
+    parser.add_argument("--keep", type=Path, default=None, help="keep each seed's run folder under this folder")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. epochs=4")
     args = parser.parse_args()
     overrides = {key: _parse_value(value) for key, value in (item.split("=", 1) for item in args.set)}
-    runs = [run_seed(args.recipe, seed, overrides, args.data) for seed in range(args.first_seed, args.first_seed + args.seeds)]
+    runs = [run_seed(args.recipe, seed, overrides, args.data, args.eval_every, args.keep) for seed in range(args.first_seed, args.first_seed + args.seeds)]
     summary = {}
     for threshold in THRESHOLDS:
         key = f"seconds_to_{round(threshold * 100)}"
@@ -112,6 +124,7 @@ def main() -> None:
         "benchmark": "time_to_accuracy",
         "recipe": args.recipe,
         "overrides": overrides,
+        "eval_every": args.eval_every,
         "clock": "wall seconds from process launch, test evaluations excluded",
         **summary,
         "runs": runs,

@@ -221,3 +221,35 @@ def small_config(tmp_path: Path) -> Path:
     path = tmp_path / "small.toml"
     path.write_text(SMALL_MODEL_TOML)
     return path
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder with a fairly accurate model (~88-90%) trained once per test session on
+    the real data: the fast recipe on 12,000 training images for 3 epochs (~20 s here).
+    Skipped where the real dataset is not installed."""
+    if not all((REAL_FMNIST_DIR / name).is_file() for name in REAL_FMNIST_FILES):
+        pytest.skip(f"the real dataset is not in {REAL_FMNIST_DIR} (apt install dataset-fashion-mnist)")
+    from fmnist.training import resolve_config, train
+
+    run_dir = tmp_path_factory.mktemp("real-run") / "run"
+    config = resolve_config("fast", overrides={"subset": 12000, "epochs": 3, "seed": 0})
+    train(config, run_dir, data=REAL_FMNIST_DIR)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder with a small seed_cnn trained on the learnable dataset (a second or two),
+    for tests of code paths rather than accuracy. Its data folder is ``tiny_run.parent / 'data'``."""
+    from fmnist.training import read_config_file, resolve_config, train
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    data = root / "data"
+    DataFiles.idx_split(data, learnable_data(400, seed=0), split="train")
+    DataFiles.idx_split(data, learnable_data(100, seed=1), split="test")
+    config_path = root / "small.toml"
+    config_path.write_text(SMALL_MODEL_TOML)
+    config = resolve_config(file_values=read_config_file(config_path), overrides={"seed": 0})
+    train(config, root / "run", data=data)
+    return root / "run"
