@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,13 @@ from fmnist.errors import ConfigError
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from fmnist.models import count_flops, count_parameters, create_model, get_spec, list_models
+    from fmnist.models import (
+        count_flops,
+        count_parameters,
+        create_model,
+        get_spec,
+        list_models,
+    )
 
     rows = []
     for name in list_models():
@@ -35,6 +42,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # Flags that set the config; a resumed run keeps its own, so they are refused with --resume.
 CONFIG_FLAGS = ("recipe", "config", "model", "epochs", "batch_size", "lr", "seed", "threads", "subset", "val_fraction", "patience", "no_augment", "full", "out")
+TRANSFER_FLAGS = ("pretrained", "init", "image_size", "freeze_epochs", "backbone_lr_scale", "specialist", "base")
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -49,12 +57,23 @@ def config_overrides(args: argparse.Namespace) -> dict:
         "val_fraction": args.val_fraction,
         "patience": args.patience,
         "full": True if args.full else None,
+        "pretrained": args.pretrained,
+        "init_run": _absolute(args.init),
+        "freeze_epochs": args.freeze_epochs,
+        "backbone_lr_scale": args.backbone_lr_scale,
+        "specialist": args.specialist,
+        "base_run": _absolute(args.base),
     }
     if args.no_augment:
         overrides["augment"] = {"enabled": False}
     if args.full and args.patience is None:
         overrides["patience"] = 0  # nothing to stop on without a validation split
     return overrides
+
+
+def _absolute(path: str | None) -> str | None:
+    # Stored in config.json and the model card, so it must not depend on the working directory.
+    return str(Path(path).expanduser().resolve()) if path else None
 
 
 def evaluate_and_report(run_dir: Path, data: str | None) -> dict:
@@ -70,15 +89,32 @@ def evaluate_and_report(run_dir: Path, data: str | None) -> dict:
     )
     pairs = ", ".join(f"{m['true']}->{m['predicted']} {m['count']}" for m in metrics["most_confused"][:3])
     print(f"most confused: {pairs}")
+    effect = metrics.get("specialist")
+    if effect is not None:
+        without, with_ = effect["without_specialist"], effect["with_specialist"]
+        print(
+            f"with the specialist {with_['test_accuracy']:.2%}, base alone {without['test_accuracy']:.2%}: "
+            f"fixed {effect['fixed']}, broke {effect['broken']} (exact McNemar p = {effect['mcnemar_p']:.3g})"
+        )
     print(f"report: {report}")
     return metrics
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fmnist.training import default_run_dir, read_config_file, resolve_config, resume, train
+    from fmnist.training import (
+        default_run_dir,
+        read_config_file,
+        resolve_config,
+        resume,
+        train,
+    )
 
     if args.resume:
-        given = [f"--{name.replace('_', '-')}" for name in CONFIG_FLAGS if getattr(args, name, None) not in (None, False)]
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in CONFIG_FLAGS + TRANSFER_FLAGS
+            if getattr(args, name, None) not in (None, False)
+        ]
         if given:
             raise ConfigError(
                 f"{', '.join(given)} cannot be combined with --resume",
@@ -88,6 +124,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         file_values = read_config_file(Path(args.config)) if args.config else None
         config = resolve_config(args.recipe, file_values=file_values, overrides=config_overrides(args))
+        if args.image_size is not None:
+            config = dataclasses.replace(config, model_args={**config.model_args, "image_size": args.image_size})
+            config.validate()
         run_dir = Path(args.out) if args.out else default_run_dir(config.model)
         result = train(config, run_dir, data=args.data, progress=progress_enabled(args))
     if not result.is_main:
@@ -157,6 +196,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="final retrain on train+validation with the recipe's fixed schedule (no validation, last epoch kept)",
     )
+    transfer = train.add_argument_group("transfer learning and specialists")
+    transfer.add_argument(
+        "--pretrained",
+        metavar="SOURCE",
+        help="ImageNet weights for --model resnet18/mobilenet_v2: a .safetensors/.pth file, or 'imagenet' (downloads)",
+    )
+    transfer.add_argument("--init", metavar="RUN_DIR", help="start from one of your runs' weights (a different head is re-initialised)")
+    transfer.add_argument("--image-size", type=positive_int, metavar="PX", help="upsample 28 px to PX for ImageNet backbones (default 64)")
+    transfer.add_argument("--freeze-epochs", type=int, metavar="N", help="warm-up epochs with the backbone frozen")
+    transfer.add_argument("--backbone-lr-scale", type=positive_float, metavar="X", help="backbone lr = lr x X (e.g. 0.1)")
+    transfer.add_argument("--specialist", metavar="GROUP", help="train only on a group of confusable classes: tops")
+    transfer.add_argument("--base", metavar="RUN_DIR", help="the main run a --specialist refines")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     train.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation and report")
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")

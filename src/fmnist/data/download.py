@@ -11,7 +11,6 @@ import hashlib
 import logging
 import os
 import shutil
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -79,7 +78,7 @@ def _check_content(path: Path, official: OfficialFile, url: str) -> None:
 def _fetch(url: str, target: Path, official: OfficialFile, *, progress: bool) -> None:
     try:
         response = urllib.request.urlopen(url, timeout=TIMEOUT_S)
-    except (urllib.error.URLError, socket.timeout, OSError) as error:
+    except (TimeoutError, urllib.error.URLError, OSError) as error:
         raise _Unreachable(f"{url}: {getattr(error, 'reason', error)}") from None
     with response, atomic_path(target) as tmp:
         total = int(response.headers.get("Content-Length") or 0) or None
@@ -90,7 +89,7 @@ def _fetch(url: str, target: Path, official: OfficialFile, *, progress: bool) ->
             while True:
                 try:
                     chunk = response.read(CHUNK)
-                except (socket.timeout, OSError) as error:
+                except (TimeoutError, OSError) as error:
                     raise DataError(
                         f"the download of {official.name} from {url} broke off after {received:,} bytes ({error})",
                         "try again",

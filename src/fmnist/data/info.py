@@ -29,7 +29,7 @@ def describe_data(data: str | os.PathLike[str] | None = None, *, download: bool 
         description["splits"][split] = {
             "format": loaded.files.format,
             "files": [str(path) for path in loaded.files.paths],
-            "images": int(len(loaded.labels)),
+            "images": len(loaded.labels),
             "class_counts": dict(zip(CLASS_NAMES, loaded.class_counts)),
             "content_digest": loaded.content_digest,
             "official": loaded.official,

@@ -7,7 +7,13 @@ import os
 from pathlib import Path
 
 from fmnist.data import load
+from fmnist.evaluation.calibration import calibration_summary
 from fmnist.evaluation.predictions import Predictions, predict
+from fmnist.evaluation.specialist import (
+    predict_with_specialist,
+    specialist_effect,
+    specialist_info,
+)
 from fmnist.files import atomic_write_json
 from fmnist.models import load_model, resolve_model_path
 
@@ -21,7 +27,7 @@ def metrics_document(predictions: Predictions, *, extra: dict | None = None) -> 
         "test_accuracy": predictions.accuracy(),
         "test_accuracy_ci95": [low, high],
         "ci_method": f"percentile bootstrap over test images, {BOOTSTRAP_RESAMPLES} resamples, seed 0",
-        "test_images": int(len(predictions.labels)),
+        "test_images": len(predictions.labels),
         "test_loss": float(predictions.losses.mean()),
         "errors": int((~predictions.correct).sum()),
         "class_names": predictions.class_names,
@@ -49,7 +55,16 @@ def evaluate_run(
     """
     model = load_model(run)
     test = load("test", data)
-    predictions = predict(model, test.images, test.labels, tta_flip=tta_flip)
+    extra: dict = {}
+    temperature = model.card.temperature
+    if specialist_info(model) is not None:
+        # A specialist is evaluated as it is used: refining its base run's predictions
+        # (each model with its own temperature already), with the base alone for comparison.
+        predictions, base = predict_with_specialist(model, test.images, test.labels, tta_flip=tta_flip)
+        extra["specialist"] = specialist_effect(base, predictions, specialist_info(model)["classes"])
+        temperature = 1.0
+    else:
+        predictions = predict(model, test.images, test.labels, tta_flip=tta_flip)
     document = metrics_document(
         predictions,
         extra={
@@ -63,6 +78,9 @@ def evaluate_run(
                 "official": test.official,
                 "content_digest": test.content_digest,
             },
+            # Before/after the stored temperature (fitted on validation; 1 = not calibrated).
+            "calibration": calibration_summary(predictions.logits, predictions.labels, temperature),
+            **extra,
         },
     )
     if write:

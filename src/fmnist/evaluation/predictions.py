@@ -22,6 +22,7 @@ class Predictions:
     labels: np.ndarray  # int64 (N,) true classes
     images: np.ndarray  # uint8 (N, 28, 28), kept for galleries
     class_names: list[str]
+    logits: np.ndarray | None = None  # float32 (N, C) before the temperature; None for averaged ensembles
 
     def __post_init__(self) -> None:
         if len(self.probabilities) != len(self.labels) or len(self.labels) != len(self.images):
@@ -122,4 +123,5 @@ def predict(
         labels=np.asarray(labels, dtype=np.int64),
         images=images,
         class_names=list(model.card.class_names or CLASS_NAMES),
+        logits=logits.numpy().astype(np.float32),
     )

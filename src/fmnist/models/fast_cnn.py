@@ -63,7 +63,7 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
 
 
 class FastCNN(nn.Module):
-    def __init__(self, width_14: int, width_7: int) -> None:
+    def __init__(self, width_14: int, width_7: int, num_classes: int = 10) -> None:
         super().__init__()
         self.normalize = Normalize()
         self.stem = WhiteningStem()
@@ -76,7 +76,7 @@ class FastCNN(nn.Module):
             *_conv_bn_relu(width_7, width_7),
             nn.AdaptiveMaxPool2d(3),
         )
-        self.head = nn.Linear(width_7 * 9, 10)
+        self.head = nn.Linear(width_7 * 9, num_classes)
 
     def fit_to_data(self, images: torch.Tensor) -> None:
         """Data-dependent initialisation from training images in [0, 1] (N, 1, 28, 28)."""
@@ -88,6 +88,6 @@ class FastCNN(nn.Module):
 
 
 @register_model
-def fast_cnn(width_14: int = 32, width_7: int = 64) -> nn.Module:
+def fast_cnn(width_14: int = 32, width_7: int = 64, num_classes: int = 10) -> nn.Module:
     """A whitened-stem CNN of ~8 MFLOPs per image, built to train fast on a CPU."""
-    return FastCNN(width_14, width_7)
+    return FastCNN(width_14, width_7, num_classes)

@@ -40,7 +40,7 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet(nn.Module):
-    def __init__(self, width: int, blocks: tuple[int, int, int], dropout: float) -> None:
+    def __init__(self, width: int, blocks: tuple[int, int, int], dropout: float, num_classes: int = 10) -> None:
         super().__init__()
         widths = (width, 2 * width, 4 * width)
         self.normalize = Normalize()
@@ -54,7 +54,7 @@ class PreActResNet(nn.Module):
                 in_channels = channels
         self.stages = nn.Sequential(*stages)
         self.final_bn = nn.BatchNorm2d(in_channels)
-        self.head = nn.Linear(in_channels, 10)
+        self.head = nn.Linear(in_channels, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.stages(self.stem(self.normalize(images)))
@@ -63,6 +63,8 @@ class PreActResNet(nn.Module):
 
 
 @register_model
-def preact_resnet(width: int = 32, blocks: tuple[int, int, int] = (1, 1, 1), dropout: float = 0.0) -> nn.Module:
+def preact_resnet(
+    width: int = 32, blocks: tuple[int, int, int] = (1, 1, 1), dropout: float = 0.0, num_classes: int = 10
+) -> nn.Module:
     """Pre-activation wide ResNet, stages at 28/14/7 px with widths w, 2w, 4w."""
-    return PreActResNet(width, tuple(blocks), dropout)
+    return PreActResNet(width, tuple(blocks), dropout, num_classes)

@@ -20,7 +20,8 @@ def conv_bn_act(in_channels: int, out_channels: int, slope: float) -> list[nn.Mo
 
 @register_model
 def seed_cnn(
-    width: int = 32, hidden: int = 128, dropout: float = 0.25, head_dropout: float = 0.5, slope: float = 0.1
+    width: int = 32, hidden: int = 128, dropout: float = 0.25, head_dropout: float = 0.5, slope: float = 0.1,
+    num_classes: int = 10,
 ) -> nn.Module:
     """The original CNN: Conv-BN-LeakyReLU blocks, max-pooling, dropout, dense head."""
     return nn.Sequential(
@@ -38,5 +39,5 @@ def seed_cnn(
         nn.BatchNorm1d(hidden),
         nn.LeakyReLU(slope),
         nn.Dropout(head_dropout),
-        nn.Linear(hidden, 10),
+        nn.Linear(hidden, num_classes),
     )

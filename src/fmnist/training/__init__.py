@@ -1,6 +1,11 @@
 """Training: one loop for every recipe, resumable checkpoints, early stopping."""
 
-from fmnist.training.config import TrainConfig, config_from_dict, read_config_file, resolve_config
+from fmnist.training.config import (
+    TrainConfig,
+    config_from_dict,
+    read_config_file,
+    resolve_config,
+)
 from fmnist.training.loop import EpochEnd, TrainResult, resume, train
 from fmnist.training.recipes import DEFAULT_RECIPE, RECIPES, get_recipe, list_recipes
 from fmnist.training.run_folder import RunPaths, default_run_dir

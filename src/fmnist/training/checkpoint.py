@@ -14,7 +14,12 @@ from pathlib import Path
 import torch
 
 from fmnist.errors import RunError
-from fmnist.tensorfile import flatten_tensors, load_tensor_file, restore_tensors, save_tensor_file
+from fmnist.tensorfile import (
+    flatten_tensors,
+    load_tensor_file,
+    restore_tensors,
+    save_tensor_file,
+)
 
 STATE_FORMAT = "fmnist-training-state/1"
 CHECKPOINT_DIR = "checkpoints"

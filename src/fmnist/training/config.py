@@ -55,6 +55,14 @@ class TrainConfig:
     full: bool = False  # train on train+validation with the fixed schedule (no validation, last epoch kept)
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU, where it does not pay)
+    # Transfer learning (see training/transfer.py).
+    pretrained: str | None = None  # ImageNet weights: a .safetensors/.pth file, or a named set ("imagenet", online)
+    init_run: str | None = None  # start from this run's weights (names and shapes that match; the rest fresh)
+    freeze_epochs: int = 0  # warm-up epochs with the backbone frozen (lr 0): only the new head learns
+    backbone_lr_scale: float = 1.0  # backbone lr = scheduled lr x this (discriminative rates; e.g. 0.1)
+    # Specialists (see training/specialist.py): train on one group of confusable classes only.
+    specialist: str | None = None  # group name, e.g. "tops"; the model gets one output per class of the group
+    base_run: str | None = None  # the run whose predictions the specialist refines
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid setting."""
@@ -80,11 +88,21 @@ class TrainConfig:
             (self.threads is None or self.threads >= 1, "threads", "at least 1"),
             (self.eval_batch_size >= 1, "eval_batch_size", "at least 1"),
             (not (self.full and self.patience > 0), "patience", "0 with full (no validation to stop on)"),
+            (self.freeze_epochs >= 0, "freeze_epochs", "zero (off) or positive"),
+            (self.backbone_lr_scale > 0, "backbone_lr_scale", "positive"),
+            (self.pretrained is None or self.init_run is None, "init_run", "unset when pretrained is set (one start)"),
+            ((self.specialist is None) == (self.base_run is None), "base_run", "set exactly when specialist is"),
         ]
         for ok, name, expected in checks:
             if not ok:
                 raise ConfigError(f"{name} must be {expected}, got {getattr(self, name)!r}")
         self.augment.validate()
+        if self.specialist is not None:
+            from fmnist.training.specialist import group_classes
+
+            classes = len(group_classes(self.specialist))
+            if self.model_args.get("num_classes") != classes:
+                raise ConfigError(f"model_args num_classes must be {classes} for specialist {self.specialist!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -176,6 +194,12 @@ def resolve_config(
     config = get_recipe(name)
     config = _apply(config, file_values, "the config file")
     config = _apply(config, {k: v for k, v in (overrides or {}).items() if v is not None}, "the flags")
+    if config.specialist is not None:
+        from fmnist.training.specialist import group_classes
+
+        # One output per class of the group (labels are remapped to 0..k-1).
+        num_classes = len(group_classes(config.specialist))
+        config = dataclasses.replace(config, model_args={**config.model_args, "num_classes": num_classes})
     config.validate()
     return config
 

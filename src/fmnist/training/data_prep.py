@@ -11,6 +11,7 @@ import torch
 from fmnist.data import DataSource, load, stratified_split
 from fmnist.errors import ConfigError
 from fmnist.training.config import TrainConfig
+from fmnist.training.specialist import restrict_to_group
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ def prepare_data(
                 f"use at most {len(labels)}",
             )
         images, labels = images[: config.subset], labels[: config.subset]
+    if config.specialist is not None:
+        images, labels = restrict_to_group(images, labels, config.specialist)
     if config.full:
         # The documented final retrain: every training image, no validation split.
         train_idx, val_idx = np.arange(len(labels)), np.arange(0)
@@ -47,8 +50,8 @@ def prepare_data(
         "files": [str(p) for p in split.files.paths],
         "official": split.official,
         "content_digest": split.content_digest,
-        "train_images": int(len(train_idx)),
-        "val_images": int(len(val_idx)),
+        "train_images": len(train_idx),
+        "val_images": len(val_idx),
     }
     return TrainingData(
         train_images=torch.from_numpy(np.ascontiguousarray(images[train_idx])),

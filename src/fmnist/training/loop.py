@@ -25,19 +25,26 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from fmnist.augment import augment_batch
+from fmnist.data.classes import NUM_CLASSES
 from fmnist.data.contract import to_model_input
 from fmnist.errors import FmnistError, RunError
 from fmnist.files import atomic_write_json, atomic_write_text
 from fmnist.models import ModelCard, create_model, save_model
 from fmnist.models.forward import predict_logits
 from fmnist.training import distributed
-from fmnist.training.checkpoint import TrainingState, load_training_state, save_training_state
+from fmnist.training.checkpoint import (
+    TrainingState,
+    load_training_state,
+    save_training_state,
+)
 from fmnist.training.config import TrainConfig, config_from_dict, dump_config
 from fmnist.training.data_prep import TrainingData, prepare_data
 from fmnist.training.distributed import Distributed
 from fmnist.training.early_stopping import EarlyStopping
 from fmnist.training.run_folder import RunPaths, provenance
 from fmnist.training.schedule import PlateauScaler, scheduled_lr
+from fmnist.training.specialist import specialist_card
+from fmnist.training.transfer import initialise_weights, lr_scale, parameter_groups
 
 log = logging.getLogger(__name__)
 DATA_INIT_IMAGES = 5000  # training images a data-dependent initialisation may look at
@@ -69,12 +76,8 @@ class TrainResult:
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     # No weight decay on BatchNorm and bias parameters (1-D tensors): decaying them only
-    # fights the normalisation.
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
-        {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
-    ]
+    # fights the normalisation. Transfer settings split backbone and head (transfer.py).
+    groups = parameter_groups(model, config)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     if config.optimizer == "adamw":
@@ -120,7 +123,14 @@ class Trainer:
     """Holds the mutable state of one run; ``fit`` runs the remaining epochs."""
 
     def __init__(
-        self, config: TrainConfig, paths: RunPaths, data: TrainingData, context: Distributed, *, progress: bool
+        self,
+        config: TrainConfig,
+        paths: RunPaths,
+        data: TrainingData,
+        context: Distributed,
+        *,
+        progress: bool,
+        fresh: bool = True,
     ) -> None:
         self.config, self.paths, self.data, self.context = config, paths, data, context
         self.progress = progress and context.is_main
@@ -130,6 +140,8 @@ class Trainer:
         if fit_to_data is not None:
             # Data-dependent initialisation (e.g. a whitening stem) from training images only.
             fit_to_data(to_model_input(data.train_images[:DATA_INIT_IMAGES]))
+        if fresh:  # a resumed run restores its own weights instead
+            initialise_weights(self.model, config)
         self.model = self.model.to(context.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -220,7 +232,7 @@ class Trainer:
             warmup_fraction=self.config.warmup_fraction,
         ) * self.plateau.scale
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * lr_scale(group, self.config, self.epochs_done)
         return lr
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -345,6 +357,11 @@ class Trainer:
                     "full": self.config.full,
                 },
             )
+            if self.config.specialist is not None:
+                card.class_names, card.extra["specialist"] = specialist_card(self.config.specialist, self.config.base_run)
+            start = self.config.pretrained or self.config.init_run
+            if start is not None:
+                card.extra["initialised_from"] = start
             save_model(self.paths.best_checkpoint, best, card)
             save_model(self.paths.model, best, card)
         self.context.barrier()
@@ -389,7 +406,7 @@ def _run(
     context = distributed.setup(config.device)
     try:
         training_data = prepare_data(config, data, progress=progress and context.is_main)
-        trainer = Trainer(config, paths, training_data, context, progress=progress)
+        trainer = Trainer(config, paths, training_data, context, progress=progress, fresh=state is None)
         if state is None:
             if context.is_main:
                 log.info(
@@ -435,7 +452,20 @@ def train(
         raise RunError(
             f"{paths.root} already holds a run", f"continue it with --resume {paths.root}, or choose another --out"
         )
+    if config.base_run is not None:
+        check_base_run(config.base_run)
     return _run(config, paths, None, data, progress=progress, on_epoch=on_epoch)
+
+
+def check_base_run(base_run: str) -> None:
+    """Refuse a specialist's base before training: it must be a finished ten-class run."""
+    from fmnist.models.saved import resolve_model_path
+    from fmnist.tensorfile import load_tensor_file
+
+    path = resolve_model_path(base_run)
+    _, document = load_tensor_file(path)
+    if len(document.get("class_names", [])) != NUM_CLASSES:
+        raise RunError(f"--base {base_run}: not a ten-class model", "pass the main model's run folder")
 
 
 def resume(

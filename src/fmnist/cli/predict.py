@@ -1,0 +1,169 @@
+"""`fmnist predict`, `fmnist serve`, `fmnist export`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import socket
+import sys
+from itertools import islice
+from pathlib import Path
+
+from fmnist.cli.common import EXIT_USAGE, positive_int, probability
+from fmnist.errors import ConfigError, FmnistError
+
+BACKEND_CHOICES = ("torch", "onnxruntime")
+
+
+def _batches(items, size: int):
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _rows(args: argparse.Namespace, predictor) -> tuple[list[dict], int]:
+    """Prediction rows in input order, and the number of inputs that failed."""
+    import numpy as np
+
+    from fmnist.inference.inputs import expand_inputs
+    from fmnist.inference.predictor import top_k
+
+    rows, failed = [], 0
+    for batch in _batches(expand_inputs(args.inputs, raw=args.raw), args.batch_size):
+        good = [item for item in batch if item.error is None]
+        for item in batch:
+            if item.error is not None:
+                failed += 1
+                print(f"fmnist: error: {item.error}", file=sys.stderr)
+        if not good:
+            continue
+        probabilities = predictor.probabilities(np.stack([item.image for item in good]))
+        predictions = top_k(probabilities, predictor.class_names, k=args.top_k, min_confidence=args.min_confidence)
+        for item, prediction in zip(good, predictions):
+            for warning in item.warnings:
+                print(f"fmnist: warning: {item.path}: {warning}", file=sys.stderr)
+            row = {"path": item.path, **prediction.to_dict()}
+            if item.label is not None:
+                row["true_label"] = predictor.class_names[item.label]
+            if item.warnings:
+                row["warnings"] = item.warnings
+            rows.append(row)
+    return rows, failed
+
+
+def _format(rows: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["path", "label", "class_id", "probability", "top_k"])
+        for row in rows:
+            ranked = ";".join(f"{entry['label']}:{entry['probability']:.4f}" for entry in row["top_k"])
+            writer.writerow([row["path"], row["label"], row["class_id"], f"{row['probability']:.6f}", ranked])
+        return buffer.getvalue()
+    width = max([len("input")] + [len(row["path"]) for row in rows])
+    lines = [f"{'input':<{width}}  {'prediction':<12} {'prob':>6}  top-k"]
+    for row in rows:
+        ranked = ", ".join(f"{entry['label']} {entry['probability']:.2f}" for entry in row["top_k"])
+        lines.append(f"{row['path']:<{width}}  {row['label']:<12} {row['probability']:>6.3f}  {ranked}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fmnist.files import atomic_write_text
+    from fmnist.inference.predictor import load_predictor
+
+    predictor = load_predictor(args.model, backend=args.backend)
+    rows, failed = _rows(args, predictor)
+    fmt = args.format or ("json" if args.out and args.out.endswith(".json") else "table")
+    text = _format(rows, fmt)
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"wrote {len(rows)} predictions to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if failed:
+        print(f"fmnist: {failed} input(s) failed, {len(rows)} predicted", file=sys.stderr)
+        return EXIT_USAGE
+    if not rows:
+        raise FmnistError("no images found in the inputs", "pass image files, folders with images, or a CSV")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from fmnist.serving.app import ServeSettings, create_app
+    except ImportError:
+        raise ConfigError("serving needs FastAPI and uvicorn", "pip install 'fmnist[serve]'") from None
+    from fmnist.inference.predictor import load_predictor
+
+    load_predictor(args.model, backend=args.backend)  # fail here, in one line, before binding the port
+    settings = ServeSettings(
+        model=args.model,
+        backend=args.backend,
+        max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+        max_files=args.max_files,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+    )
+    # Bind here so a busy port is a one-line error, not a server log and exit 1.
+    listener = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((args.host, args.port))
+    except (OSError, OverflowError) as error:
+        listener.close()
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({reason})", "pick another --host or --port") from None
+    config = uvicorn.Config(create_app(settings), log_level=args.log_level, timeout_graceful_shutdown=10)
+    print(f"serving {args.model} on http://{args.host}:{listener.getsockname()[1]}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    uvicorn.Server(config).run(sockets=[listener])
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fmnist.export import export_model
+
+    summary = export_model(args.model, Path(args.out), fmt=args.format, int8=args.int8, data=args.data)
+    for key, value in summary.items():
+        print(f"{key:<28} {value}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser("predict", help="classify your own images, folders or a CSV")
+    predict.add_argument("model", metavar="RUN_DIR_OR_MODEL")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or Kaggle-layout CSVs")
+    predict.add_argument("--backend", choices=BACKEND_CHOICES, default="torch")
+    predict.add_argument("--top-k", type=positive_int, default=3)
+    predict.add_argument("--format", choices=["table", "json", "csv"], default=None, help="default: table (json for --out *.json)")
+    predict.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    predict.add_argument("--min-confidence", type=probability, default=0.0, help="answer 'uncertain' below this probability")
+    predict.add_argument("--raw", action="store_true", help="inputs are already 28x28 dataset-style images: no conversion")
+    predict.add_argument("--batch-size", type=positive_int, default=256)
+    predict.set_defaults(handler=cmd_predict)
+
+    serve = commands.add_parser("serve", help="HTTP prediction service with a web page")
+    serve.add_argument("model", metavar="RUN_DIR_OR_MODEL")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--backend", choices=BACKEND_CHOICES, default="torch")
+    serve.add_argument("--max-upload-mb", type=positive_int, default=10, help="largest request body (MB)")
+    serve.add_argument("--max-files", type=positive_int, default=64, help="most images per request")
+    serve.add_argument("--max-batch", type=positive_int, default=256, help="most images per forward pass")
+    serve.add_argument("--max-wait-ms", type=float, default=2.0, help="longest a request waits for others to batch with")
+    serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(handler=cmd_serve)
+
+    export = commands.add_parser("export", help="export a model to ONNX or TorchScript")
+    export.add_argument("model", metavar="RUN_DIR")
+    export.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    export.add_argument("--int8", action="store_true", help="also quantize to int8 (ONNX only); prints accuracy drop and speed-up")
+    export.add_argument("--out", required=True, metavar="FILE")
+    export.add_argument("--data", metavar="PATH", help="dataset for the int8 calibration and accuracy check (default: search)")
+    export.set_defaults(handler=cmd_export)

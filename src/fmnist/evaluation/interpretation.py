@@ -1,0 +1,231 @@
+"""Where a model errs: an Interpretation is built once from a model and the test split,
+then offers views that return data (in the spirit of fastai's ClassificationInterpretation).
+
+Built once: the test predictions (probabilities, labels, losses) and the test images'
+penultimate-layer features (the input of the model's final Linear layer, captured with a
+forward hook). The training split's features are computed on first use by
+``nearest_training_images``. Nothing here feeds back into training or model choice: the
+test predictions are the final measurement.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from fmnist.data import Split, load
+from fmnist.data.contract import to_model_input
+from fmnist.errors import RunError
+from fmnist.evaluation.predictions import Predictions, bootstrap_ci, predict
+from fmnist.models import LoadedModel, load_model
+
+# The four upper-body garments the original analysis found most confusable.
+TOPS = ("T-shirt/top", "Pullover", "Coat", "Shirt")
+
+
+@dataclass(frozen=True)
+class ClassAccuracy:
+    name: str
+    accuracy: float
+    ci95: tuple[float, float]  # percentile bootstrap over the class's test images
+    support: int
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    train_index: int  # index into the training split
+    label: int
+    similarity: float  # cosine similarity of penultimate-layer features
+
+
+@dataclass(frozen=True)
+class LabelIssue:
+    index: int  # index into the test split
+    given: int  # the label in the file
+    predicted: int  # the model's top class
+    confidence: float  # the model's probability of its top class
+    given_probability: float  # the model's probability of the given label
+
+
+def final_linear(module: nn.Module) -> nn.Linear:
+    """The model's last nn.Linear (its classifier head); its input is the feature vector."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise RunError(f"model {type(module).__name__} has no Linear layer to take features from")
+    return linears[-1]
+
+
+@torch.inference_mode()
+def penultimate_features(module: nn.Module, images: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
+    """float32 (N, D): the input of the final Linear layer for uint8 images (N, 28, 28)."""
+    captured: list[torch.Tensor] = []
+    handle = final_linear(module).register_forward_hook(
+        lambda _module, inputs, _output: captured.append(inputs[0].detach().flatten(1).float().cpu())
+    )
+    try:
+        images_t = torch.as_tensor(images)
+        for start in range(0, len(images_t), batch_size):
+            module(to_model_input(images_t[start : start + batch_size]))
+    finally:
+        handle.remove()
+    if not captured:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(captured).numpy()
+
+
+def _unit_rows(features: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, 1e-12)
+
+
+@dataclass
+class Interpretation:
+    predictions: Predictions  # test predictions, computed once
+    features: np.ndarray  # float32 (N, D) penultimate-layer features of the test images
+    model: LoadedModel
+    train: Split | None = None  # loaded on first use of nearest_training_images
+    data: str | os.PathLike[str] | None = None  # where the training split is loaded from
+    _train_features: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_run(cls, run: str | os.PathLike[str], data: str | os.PathLike[str] | None = None) -> Interpretation:
+        """Load a run's model and predict once on the test split of ``data``."""
+        model = load_model(run)
+        return cls.from_model(model, load("test", data), train=None, data=data)
+
+    @classmethod
+    def from_model(
+        cls, model: LoadedModel, test: Split, *, train: Split | None = None, data: str | os.PathLike[str] | None = None
+    ) -> Interpretation:
+        return cls(
+            predictions=predict(model, test.images, test.labels),
+            features=penultimate_features(model.module, test.images),
+            model=model,
+            train=train,
+            data=data,
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.predictions.class_names
+
+    def most_confused(self, min_count: int = 1) -> list[tuple[str, str, int]]:
+        return self.predictions.most_confused(min_count)
+
+    def per_class_accuracy(self, *, resamples: int = 2000, seed: int = 0) -> list[ClassAccuracy]:
+        """Recall of each class with a 95% percentile-bootstrap interval."""
+        predictions = self.predictions
+        rows = []
+        for label, name in enumerate(self.class_names):
+            correct = predictions.correct[predictions.labels == label]
+            rows.append(
+                ClassAccuracy(
+                    name=name,
+                    accuracy=float(correct.mean()) if len(correct) else float("nan"),
+                    ci95=bootstrap_ci(correct, resamples=resamples, seed=seed),
+                    support=len(correct),
+                )
+            )
+        return rows
+
+    def top_losses(self, k: int = 25) -> np.ndarray:
+        """Test indices of the k most confidently wrong predictions."""
+        return self.predictions.top_losses(k)
+
+    def tops_confusion(self) -> tuple[list[str], np.ndarray]:
+        """The confusion matrix restricted to rows and columns of the four tops classes.
+
+        Rows are the true class, columns the prediction; predictions outside the group
+        are not counted (so a row may sum to less than its support)."""
+        indices = [self.class_names.index(name) for name in TOPS if name in self.class_names]
+        matrix = self.predictions.confusion_matrix()[np.ix_(indices, indices)]
+        return [self.class_names[i] for i in indices], matrix
+
+    def _training_features(self) -> tuple[Split, np.ndarray]:
+        """The training split and its unit-length features, computed once."""
+        if self.train is None:
+            self.train = load("train", self.data)
+        if self._train_features is None:
+            self._train_features = _unit_rows(penultimate_features(self.model.module, self.train.images))
+        return self.train, self._train_features
+
+    def nearest_training_images(self, index: int, k: int = 5) -> list[Neighbour]:
+        """The k training images closest to test image ``index`` in the model's feature
+        space (cosine similarity): what the model thinks the image looks like."""
+        if not 0 <= index < len(self.features):
+            raise IndexError(f"test index {index} out of range 0..{len(self.features) - 1}")
+        train, train_features = self._training_features()
+        query = _unit_rows(self.features[index : index + 1])[0]
+        similarity = train_features @ query
+        order = np.argsort(-similarity, kind="stable")[:k]
+        return [Neighbour(int(i), int(train.labels[i]), float(similarity[i])) for i in order]
+
+    def label_issues(self, *, limit: int | None = None) -> list[LabelIssue]:
+        """Test images whose label the model contradicts, by confident learning (cleanlab's
+        ``find_label_issues``), most suspicious first.
+
+        Caveat: the probabilities are the model's on the test set itself. Confident
+        learning is meant for out-of-sample probabilities; here the model never trained
+        on these images, so they are out-of-sample for the model, and the list means
+        exactly "images the model confidently contradicts"."""
+        from cleanlab.filter import find_label_issues
+
+        predictions = self.predictions
+        ranked = find_label_issues(
+            labels=predictions.labels,
+            pred_probs=predictions.probabilities.astype(np.float64),
+            return_indices_ranked_by="self_confidence",
+            n_jobs=1,
+        )
+        ranked = np.asarray(ranked[:limit] if limit is not None else ranked, dtype=np.int64)
+        probabilities = predictions.probabilities
+        return [
+            LabelIssue(
+                index=int(i),
+                given=int(predictions.labels[i]),
+                predicted=int(predictions.predicted[i]),
+                confidence=float(probabilities[i].max()),
+                given_probability=float(probabilities[i, predictions.labels[i]]),
+            )
+            for i in ranked
+        ]
+
+    def to_dict(self, *, min_count: int = 5, top_losses: int = 25, label_issues: int = 50, neighbours: int = 0) -> dict:
+        """Every view as plain data (for ``--format json`` and the report)."""
+        names = self.class_names
+        tops_names, tops_matrix = self.tops_confusion()
+        losses = self.predictions.losses
+        top = self.top_losses(top_losses)
+        document = {
+            "test_images": len(self.predictions.labels),
+            "accuracy": self.predictions.accuracy(),
+            "most_confused": [{"true": t, "predicted": p, "count": c} for t, p, c in self.most_confused(min_count)],
+            "per_class_accuracy": [asdict(row) for row in self.per_class_accuracy()],
+            "top_losses": [
+                {
+                    "index": int(i),
+                    "true": names[self.predictions.labels[i]],
+                    "predicted": names[self.predictions.predicted[i]],
+                    "confidence": float(self.predictions.confidence[i]),
+                    "loss": float(losses[i]),
+                }
+                for i in top
+            ],
+            "tops_confusion": {"classes": tops_names, "matrix": tops_matrix.tolist()},
+            "label_issues": [
+                {**asdict(issue), "given": names[issue.given], "predicted": names[issue.predicted]}
+                for issue in self.label_issues(limit=label_issues)
+            ],
+        }
+        if neighbours:
+            document["nearest_training_images"] = {
+                str(int(i)): [
+                    {**asdict(n), "label": names[n.label]} for n in self.nearest_training_images(int(i), neighbours)
+                ]
+                for i in top
+            }
+        return document

@@ -1,0 +1,123 @@
+"""A base model refined by a specialist for a group of confusable classes.
+
+When the base model's top prediction falls in the specialist's group (e.g. the four
+"tops"), the base's probabilities within the group are replaced by the group's total
+base probability times the specialist's probabilities; elsewhere the base's stand. The
+rows still sum to 1 and the base's belief that the image is *some* top is kept, so the
+specialist only re-ranks within the group.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binomtest
+
+from fmnist.errors import RunError
+from fmnist.evaluation.predictions import Predictions, predict
+from fmnist.models.saved import LoadedModel, load_model
+
+
+def specialist_info(model: LoadedModel) -> dict | None:
+    """The model card's specialist section (group, classes, base_run), or None for a main model."""
+    return model.card.extra.get("specialist")
+
+
+def combine_probabilities(base: np.ndarray, specialist: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """Base probabilities (N, C) refined by the specialist's (N, k) over ``classes`` (k labels)."""
+    classes = np.asarray(classes)
+    combined = base.copy()
+    routed = np.isin(base.argmax(axis=1), classes)
+    group_mass = base[routed][:, classes].sum(axis=1, keepdims=True)
+    combined[np.ix_(routed, classes)] = group_mass * specialist[routed]
+    return combined
+
+
+def load_base(specialist: LoadedModel) -> LoadedModel:
+    """The base run a specialist's model card names."""
+    info = specialist_info(specialist)
+    if info is None:
+        raise RunError(f"{specialist.path}: not a specialist model", "pass a run trained with --specialist")
+    base_run = Path(info["base_run"])
+    if not base_run.exists():
+        raise RunError(
+            f"{specialist.path}: its base run {base_run} is missing", "restore the base run folder at that path"
+        )
+    return load_model(base_run)
+
+
+def predict_with_specialist(
+    specialist: LoadedModel,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    base: LoadedModel | None = None,
+    tta_flip: bool | None = None,
+) -> tuple[Predictions, Predictions]:
+    """(combined predictions, the base model's own predictions) for uint8 ``images``.
+
+    Both are ordinary Predictions over the ten classes, so every view (confusion matrix,
+    most confused, top losses) and a comparison of the two work as for any model.
+    """
+    base = base if base is not None else load_base(specialist)
+    classes = specialist_info(specialist)["classes"]
+    base_predictions = predict(base, images, labels, tta_flip=tta_flip)
+    # The specialist's own labels (0..k-1) are not needed: only its probabilities are used.
+    specialist_probabilities = predict(specialist, images, np.zeros(len(images), np.int64), tta_flip=tta_flip).probabilities
+    combined = Predictions(
+        probabilities=combine_probabilities(base_predictions.probabilities, specialist_probabilities, classes),
+        labels=base_predictions.labels,
+        images=base_predictions.images,
+        class_names=base_predictions.class_names,
+    )
+    # Log-probabilities stand in for logits (a softmax gives the combination back), so
+    # views that need logits, such as calibration at temperature 1, work unchanged.
+    combined.logits = np.log(np.clip(combined.probabilities, 1e-12, None)).astype(np.float32)
+    return combined, base_predictions
+
+
+def predict_run_with_specialist(
+    run: str | os.PathLike[str], data: str | os.PathLike[str] | None = None, *, split: str = "test"
+) -> tuple[Predictions, Predictions]:
+    """(combined, base alone) predictions of a specialist run on a split (default: test)."""
+    from fmnist.data import load
+
+    dataset = load(split, data)
+    return predict_with_specialist(load_model(run), dataset.images, dataset.labels)
+
+
+def pair_errors(predictions: Predictions, first: str, second: str) -> int:
+    """Errors between two classes in both directions (first taken for second, and back)."""
+    matrix = predictions.confusion_matrix()
+    a, b = predictions.class_names.index(first), predictions.class_names.index(second)
+    return int(matrix[a, b] + matrix[b, a])
+
+
+def specialist_effect(base: Predictions, combined: Predictions, classes: Sequence[int]) -> dict:
+    """With/without figures on the same images: accuracy, errors between each pair of the
+    group's classes, errors fixed and broken, and the exact McNemar p-value (a two-sided
+    binomial test on the images that one of the two gets right and the other wrong)."""
+    fixed = int((~base.correct & combined.correct).sum())
+    broken = int((base.correct & ~combined.correct).sum())
+    names = [base.class_names[i] for i in classes]
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+
+    def figures(predictions: Predictions) -> dict:
+        return {
+            "test_accuracy": predictions.accuracy(),
+            "errors": int((~predictions.correct).sum()),
+            "pair_errors": {f"{a} <-> {b}": pair_errors(predictions, a, b) for a, b in pairs},
+        }
+
+    return {
+        "without_specialist": figures(base),
+        "with_specialist": figures(combined),
+        "routed_images": int(np.isin(base.predicted, classes).sum()),  # base top-1 in the group
+        "fixed": fixed,
+        "broken": broken,
+        "mcnemar_p": float(binomtest(fixed, fixed + broken, 0.5).pvalue) if fixed + broken else 1.0,
+        "test": "exact McNemar: two-sided binomial test of fixed vs broken, p = 0.5",
+    }

@@ -1,0 +1,155 @@
+"""Any photo -> a 28x28 Fashion-MNIST image, made the way the dataset was made.
+
+Fashion-MNIST was built from Zalando product photos on a light-grey background
+(Xiao et al. 2017, arXiv:1708.07747, section 2). Its pipeline, which this follows:
+1. trim the edges whose colour is close to the corner pixels' colour (within 5% of the
+   maximum possible intensity, RGB space);
+2. resize the longest edge to 28 by subsampling (skipping rows and columns);
+3. sharpen with a Gaussian operator of radius and sigma 1.0;
+4. extend the shorter edge to 28 with the object centred;
+5. negate the intensities;
+6. convert to 8-bit greyscale.
+So the garment fills the frame along its longest edge (there is no MNIST-style 20x20 box
+or centring by mass). An image that is already dataset-style (28x28, light garment on
+black) passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from fmnist.data.classes import IMAGE_SIZE
+from fmnist.errors import DataError
+
+TRIM_TOLERANCE = 0.05  # of full intensity (255): the paper's "within 5%"
+DEFAULT_MAX_PIXELS = 40_000_000  # decompression-bomb guard: ~40 megapixels
+DARK_CORNERS = 40  # mean corner level (0-255) below which a 28x28 grey image is dataset-style
+LOW_CONTRAST = 40  # grey levels between the 2nd and 98th percentile of the result
+
+
+@dataclass
+class PreparedImage:
+    image: np.ndarray  # uint8 (28, 28): what the model sees
+    warnings: list[str] = field(default_factory=list)
+    passthrough: bool = False  # True when the input was already dataset-style
+
+
+def open_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open a PNG/JPEG/WebP/GIF (first frame)/... from a path or bytes, EXIF orientation applied.
+
+    Raises DataError for anything that is not a readable image or has more than
+    ``max_pixels`` pixels (checked from the header, before decoding).
+    """
+    name = "upload" if isinstance(source, bytes) else str(source)
+    if isinstance(source, bytes) and not source:
+        raise DataError(f"{name}: empty file", "send an image file")
+    try:
+        handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+    except OSError as error:
+        raise DataError(f"{name}: cannot read ({error.strerror})", "check the path") from None
+    with handle:
+        try:
+            with Image.open(handle) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise DataError(
+                        f"{name}: image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}",
+                        "send a smaller image",
+                    )
+                image.seek(0)  # first frame of an animation
+                image.load()
+                return ImageOps.exif_transpose(image)
+        except (UnidentifiedImageError, Image.DecompressionBombError):
+            raise DataError(f"{name}: not a supported image", "send a PNG, JPEG, WebP or GIF file") from None
+        except (OSError, SyntaxError, ValueError) as error:
+            raise DataError(f"{name}: corrupt or truncated image ({error})", "send a complete image file") from None
+
+
+def _is_dataset_style(image: Image.Image) -> bool:
+    if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+        return False
+    if image.mode not in ("L", "P", "RGB", "RGBA", "LA", "I", "I;16"):
+        return False
+    rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
+    if np.abs(rgb - rgb[..., :1]).max() > 8:  # coloured: a photo, not a dataset image
+        return False
+    corners = rgb[[0, 0, -1, -1], [0, -1, 0, -1], 0]
+    return corners.mean() < DARK_CORNERS
+
+
+def _flatten(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 (H, W, 3) and opacity mask (H, W) of any image mode."""
+    rgba = np.asarray(image.convert("RGBA"))
+    return rgba[..., :3], rgba[..., 3] > 0
+
+
+def prepare_image(image: Image.Image, *, raw: bool = False) -> PreparedImage:
+    """The 28x28 uint8 image the model sees, and warnings about inputs unlike the data."""
+    if raw or _is_dataset_style(image):
+        grey = image.convert("L")
+        if grey.size != (IMAGE_SIZE, IMAGE_SIZE):
+            raise DataError(
+                f"--raw needs a {IMAGE_SIZE}x{IMAGE_SIZE} image, got {grey.size[0]}x{grey.size[1]}",
+                "drop --raw to convert a photo",
+            )
+        return PreparedImage(np.asarray(grey, dtype=np.uint8).copy(), passthrough=True)
+
+    warnings: list[str] = []
+    rgb, opaque = _flatten(image)
+    corner_rows, corner_cols = [0, 0, -1, -1], [0, -1, 0, -1]
+    opaque_corners = opaque[corner_rows, corner_cols]
+    if opaque_corners.any():
+        background = np.median(rgb[corner_rows, corner_cols][opaque_corners], axis=0)
+    else:
+        background = np.array([255.0, 255.0, 255.0])  # transparent: like the light studio background
+    # Transparent pixels are background: paint them in the background colour.
+    rgb = np.where(opaque[..., None], rgb, background.astype(np.uint8))
+
+    distance = np.abs(rgb.astype(np.int16) - background).max(axis=2)
+    foreground = distance > TRIM_TOLERANCE * 255
+    if not foreground.any():
+        warnings.append("no object found: the image is a single colour")
+        rows, cols = np.array([0, rgb.shape[0] - 1]), np.array([0, rgb.shape[1] - 1])
+    else:
+        rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
+        if rows[0] == 0 and cols[0] == 0 and rows[-1] == rgb.shape[0] - 1 and cols[-1] == rgb.shape[1] - 1:
+            warnings.append("nothing to trim: the object touches every edge or the background is not plain")
+    cropped = Image.fromarray(rgb[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+
+    width, height = cropped.size
+    scale = IMAGE_SIZE / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = cropped.resize(size, Image.Resampling.NEAREST)  # subsampling, as the paper
+    sharpened = resized.filter(ImageFilter.UnsharpMask(radius=1.0, percent=100, threshold=0))
+    canvas = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), tuple(int(v) for v in background))
+    canvas.paste(sharpened, ((IMAGE_SIZE - size[0]) // 2, (IMAGE_SIZE - size[1]) // 2))
+
+    background_level = float(np.dot(background, [0.299, 0.587, 0.114]))
+    if background_level < 128:
+        # A dark background: the garment is already light on dark, like the dataset.
+        warnings.append("dark background: the image was not negated (the dataset has light garments on black)")
+        result = canvas.convert("L")
+    else:
+        result = ImageOps.invert(canvas).convert("L")
+    pixels = np.asarray(result, dtype=np.uint8).copy()
+
+    low, high = np.percentile(pixels, [2, 98])
+    if high - low < LOW_CONTRAST:
+        warnings.append(f"low contrast: grey levels span only {high - low:.0f} of 255")
+    if foreground.any() and background_level >= 200:
+        object_level = float(np.dot(rgb[foreground].mean(axis=0), [0.299, 0.587, 0.114]))
+        if object_level >= 200:
+            warnings.append("light object on a light background: the model will see a faint shape")
+    return PreparedImage(pixels, warnings)
+
+
+def prepare_photo(
+    source: str | Path | bytes, *, raw: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> PreparedImage:
+    """Open a photo (path or bytes) and turn it into the 28x28 image the model sees."""
+    return prepare_image(open_image(source, max_pixels=max_pixels), raw=raw)

@@ -1,0 +1,69 @@
+"""Transfer learning in the training loop: the starting weights (``--pretrained``,
+``--init``) and the parameter groups for a frozen warm-up and discriminative learning rates.
+
+The backbone is every parameter but the classifier head (the model's last Linear layer).
+"Frozen" means a learning rate of 0 for the backbone's groups during the first
+``freeze_epochs`` epochs: the gradients are still computed, but the schedule alone decides
+what moves, so resuming stays exact and data-parallel runs need no special case.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+from fmnist.models.pretrained import WeightTransfer, load_pretrained, load_run_weights
+from fmnist.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def initialise_weights(model: nn.Module, config: TrainConfig) -> WeightTransfer | None:
+    """Copy the configured starting weights into ``model`` (before it is trained)."""
+    if config.pretrained is not None:
+        transfer = load_pretrained(model, config.model, config.pretrained)
+    elif config.init_run is not None:
+        transfer = load_run_weights(model, config.init_run)
+    else:
+        return None
+    log.info("starting weights from %s", transfer.summary())
+    return transfer
+
+
+def uses_parameter_groups(config: TrainConfig) -> bool:
+    return config.freeze_epochs > 0 or config.backbone_lr_scale != 1.0
+
+
+def head_parameter_ids(model: nn.Module) -> set[int]:
+    """The parameters of the classifier head: the last Linear layer in module order."""
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    return {id(p) for p in linears[-1].parameters()} if linears else set()
+
+
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """Optimizer groups: weights decayed, biases and norms not (1-D tensors), and with
+    transfer settings each split into backbone and head so their rates can differ."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    parts = [(trainable, False)]
+    if uses_parameter_groups(config):
+        head = head_parameter_ids(model)
+        parts = [([p for p in trainable if id(p) not in head], True), ([p for p in trainable if id(p) in head], False)]
+    groups = []
+    for params, backbone in parts:
+        for decayed in (True, False):
+            group = {
+                "params": [p for p in params if (p.ndim > 1) == decayed],
+                "weight_decay": config.weight_decay if decayed else 0.0,
+            }
+            if uses_parameter_groups(config):
+                group["backbone"] = backbone
+            groups.append(group)
+    return groups
+
+
+def lr_scale(group: dict, config: TrainConfig, epochs_done: int) -> float:
+    """The share of the scheduled learning rate that ``group`` gets in epoch ``epochs_done + 1``."""
+    if not group.get("backbone", False):
+        return 1.0
+    return 0.0 if epochs_done < config.freeze_epochs else config.backbone_lr_scale
