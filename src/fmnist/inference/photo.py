@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
@@ -45,53 +46,65 @@ def open_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXE
     Raises DataError for anything that is not a readable image or has more than
     ``max_pixels`` pixels (checked from the header, before decoding).
     """
-    name = "upload" if isinstance(source, bytes) else str(source)
-    if isinstance(source, bytes) and not source:
-        raise DataError(f"{name}: empty file", "send an image file")
+    if isinstance(source, bytes):
+        if not source:
+            raise DataError("upload: empty file", "send an image file")
+        return _decode(io.BytesIO(source), "upload", max_pixels)
     try:
-        handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-    except OSError as error:
-        raise DataError(f"{name}: cannot read ({error.strerror})", "check the path") from None
-    with handle:
-        try:
-            with Image.open(handle) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise DataError(
-                        f"{name}: image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}",
-                        "send a smaller image",
-                    )
-                image.seek(0)  # first frame of an animation
-                image.load()
-                return ImageOps.exif_transpose(image)
-        except (UnidentifiedImageError, Image.DecompressionBombError):
-            raise DataError(f"{name}: not a supported image", "send a PNG, JPEG, WebP or GIF file") from None
-        except (OSError, SyntaxError, ValueError) as error:
-            raise DataError(f"{name}: corrupt or truncated image ({error})", "send a complete image file") from None
+        with open(source, "rb") as handle:
+            return _decode(handle, str(source), max_pixels)
+    except OSError as error:  # only open() gets here: _decode turns its own errors into DataError
+        raise DataError(f"{source}: cannot read ({error.strerror})", "check the path") from None
+
+
+def _decode(handle: BinaryIO, name: str, max_pixels: int) -> Image.Image:
+    try:
+        with Image.open(handle) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise DataError(
+                    f"{name}: image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}",
+                    "send a smaller image",
+                )
+            image.seek(0)  # first frame of an animation
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        raise DataError(f"{name}: not a supported image", "send a PNG, JPEG, WebP or GIF file") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise DataError(f"{name}: corrupt or truncated image ({error})", "send a complete image file") from None
 
 
 def _is_dataset_style(image: Image.Image) -> bool:
     if image.size != (IMAGE_SIZE, IMAGE_SIZE):
         return False
-    if image.mode not in ("L", "P", "RGB", "RGBA", "LA", "I", "I;16"):
+    rgba = _rgba(image)
+    if (rgba[..., 3] < 255).any():  # transparency: a cut-out, not a dataset image
         return False
-    rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
+    rgb = rgba[..., :3].astype(np.int16)
     if np.abs(rgb - rgb[..., :1]).max() > 8:  # coloured: a photo, not a dataset image
         return False
     corners = rgb[[0, 0, -1, -1], [0, -1, 0, -1], 0]
     return corners.mean() < DARK_CORNERS
 
 
-def _flatten(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 (H, W, 3) and opacity mask (H, W) of any image mode."""
-    rgba = np.asarray(image.convert("RGBA"))
-    return rgba[..., :3], rgba[..., 3] > 0
+def _rgba(image: Image.Image) -> np.ndarray:
+    """uint8 (H, W, 4) of any image mode. 16- and 32-bit greys are scaled, not clipped
+    (Pillow's convert would turn every level above 255 into white)."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        levels = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(levels / 257), 0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        levels = np.asarray(image, dtype=np.float64)
+        top = 1.0 if levels.max(initial=0) <= 1.0 else 255.0  # float images come as [0, 1] or [0, 255]
+        image = Image.fromarray(np.clip(np.rint(levels * 255 / top), 0, 255).astype(np.uint8))
+    return np.asarray(image.convert("RGBA"))
 
 
 def prepare_image(image: Image.Image, *, raw: bool = False) -> PreparedImage:
     """The 28x28 uint8 image the model sees, and warnings about inputs unlike the data."""
     if raw or _is_dataset_style(image):
-        grey = image.convert("L")
+        grey = Image.fromarray(_rgba(image)).convert("L")
         if grey.size != (IMAGE_SIZE, IMAGE_SIZE):
             raise DataError(
                 f"--raw needs a {IMAGE_SIZE}x{IMAGE_SIZE} image, got {grey.size[0]}x{grey.size[1]}",
@@ -100,15 +113,17 @@ def prepare_image(image: Image.Image, *, raw: bool = False) -> PreparedImage:
         return PreparedImage(np.asarray(grey, dtype=np.uint8).copy(), passthrough=True)
 
     warnings: list[str] = []
-    rgb, opaque = _flatten(image)
+    rgba = _rgba(image)
+    alpha = rgba[..., 3:].astype(np.float64) / 255  # (H, W, 1); 0 = transparent
     corner_rows, corner_cols = [0, 0, -1, -1], [0, -1, 0, -1]
-    opaque_corners = opaque[corner_rows, corner_cols]
+    opaque_corners = alpha[corner_rows, corner_cols, 0] > 0
     if opaque_corners.any():
-        background = np.median(rgb[corner_rows, corner_cols][opaque_corners], axis=0)
+        background = np.median(rgba[corner_rows, corner_cols, :3][opaque_corners], axis=0)
     else:
         background = np.array([255.0, 255.0, 255.0])  # transparent: like the light studio background
-    # Transparent pixels are background: paint them in the background colour.
-    rgb = np.where(opaque[..., None], rgb, background.astype(np.uint8))
+    # Transparent pixels are background; half-transparent edges (anti-aliased cut-outs)
+    # are blended over it, as a viewer would show them.
+    rgb = np.rint(rgba[..., :3] * alpha + background * (1 - alpha)).astype(np.uint8)
 
     distance = np.abs(rgb.astype(np.int16) - background).max(axis=2)
     foreground = distance > TRIM_TOLERANCE * 255
@@ -125,6 +140,9 @@ def prepare_image(image: Image.Image, *, raw: bool = False) -> PreparedImage:
     scale = IMAGE_SIZE / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     resized = cropped.resize(size, Image.Resampling.NEAREST)  # subsampling, as the paper
+    # The paper's "Gaussian operator of radius and sigma 1.0" is ImageMagick's -sharpen 1x1.0:
+    # an unsharp mask with a Gaussian of sigma 1. Pillow's UnsharpMask radius is that sigma;
+    # percent=100 adds the full difference to the blurred copy back, threshold=0 sharpens every pixel.
     sharpened = resized.filter(ImageFilter.UnsharpMask(radius=1.0, percent=100, threshold=0))
     canvas = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), tuple(int(v) for v in background))
     canvas.paste(sharpened, ((IMAGE_SIZE - size[0]) // 2, (IMAGE_SIZE - size[1]) // 2))

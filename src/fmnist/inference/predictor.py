@@ -7,44 +7,44 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
-import torch
 
+from fmnist.data.classes import IMAGE_SIZE
 from fmnist.data.contract import CONTRACT
 from fmnist.errors import ConfigError, RunError
 
 BACKENDS = ("torch", "onnxruntime")
 ONNX_FILE = "model.onnx"  # the name `fmnist export` suggests inside a run folder
 UNCERTAIN = "uncertain"
+# Keys of the ONNX metadata_props that `fmnist export` writes and OnnxPredictor reads.
+META_CLASS_NAMES = "fmnist.class_names"
+META_TEMPERATURE = "fmnist.temperature"
+META_TTA_FLIP = "fmnist.tta_flip"
+META_PREPROCESSING = "fmnist.preprocessing"
+META_MODEL = "fmnist.model"
 
 
 @dataclass
 class Prediction:
     label: str  # class name, or "uncertain" below the confidence threshold
     class_id: int | None  # None when uncertain
-    probability: float  # of the most likely class
+    probability: float  # of the most likely class (also when uncertain)
     top_k: list[dict] = field(default_factory=list)  # [{"label", "probability"}], most likely first
 
     def to_dict(self) -> dict:
         return {"label": self.label, "class_id": self.class_id, "probability": self.probability, "top_k": self.top_k}
 
 
-class Predictor(Protocol):
-    backend: str
-    class_names: list[str]
-    source: Path
-
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """float32 (N, C) probabilities for uint8 images (N, 28, 28)."""
-        ...
-
-
 def top_k(
     probabilities: np.ndarray, class_names: list[str], *, k: int = 5, min_confidence: float = 0.0
 ) -> list[Prediction]:
-    """One Prediction per row of ``probabilities`` (N, C)."""
+    """One Prediction per row of ``probabilities`` (N, C); a row whose best probability is
+    below ``min_confidence`` is labelled "uncertain" (class_id None, top_k still filled)."""
+    if k < 1:
+        raise ConfigError(f"top-k must be at least 1, got {k}", "pass k >= 1")
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ConfigError(f"min_confidence must be between 0 and 1, got {min_confidence}", "pass a probability")
     k = min(k, probabilities.shape[1])
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     predictions = []
@@ -62,84 +62,126 @@ def top_k(
     return predictions
 
 
-def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    scaled = logits / temperature
-    scaled = scaled - scaled.max(axis=1, keepdims=True)
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """float32 probabilities (N, C) of logits (N, C) divided by ``temperature``."""
+    scaled = logits.astype(np.float64) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
     exp = np.exp(scaled)
     return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _check_images(images: np.ndarray) -> np.ndarray:
+def check_images(images: np.ndarray) -> np.ndarray:
+    """``images`` as uint8 (N, 28, 28); a single (28, 28) image becomes a batch of one."""
     images = np.asarray(images)
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or images.dtype != np.uint8:
         raise ValueError(f"expected uint8 images (N, 28, 28), got {images.dtype} {images.shape}")
     return images
 
 
-class TorchPredictor:
-    backend = "torch"
+class Predictor:
+    """Base of the backends. Subclasses set the attributes and implement ``logits``."""
 
-    def __init__(self, path: str | Path) -> None:
-        from fmnist.models.saved import load_model
+    backend: str  # "torch" or "onnxruntime"
+    source: Path  # the model file that was loaded
+    name: str  # short model name for replies and logs (the run folder's name)
+    class_names: list[str]
+    temperature: float  # logits are divided by this before the softmax
+    tta_flip: bool  # logits averaged over the image and its left-right mirror
 
-        self.model = load_model(path)
-        self.source = self.model.path
-        self.class_names = list(self.model.card.class_names)
-
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        from fmnist.models.forward import predict_logits
-
-        images = _check_images(images)
-        if len(images) == 0:
-            return np.zeros((0, len(self.class_names)), np.float32)
-        logits = predict_logits(self.model.module, images, tta_flip=self.model.card.tta_flip)
-        return _softmax(logits.numpy(), self.model.card.temperature)
-
-
-class OnnxPredictor:
-    backend = "onnxruntime"
-
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
-        try:
-            import onnxruntime
-        except ImportError:
-            raise ConfigError("ONNX Runtime is not installed", "pip install 'fmnist[export]'") from None
-        self.source = resolve_onnx_path(path)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        try:
-            self.session = onnxruntime.InferenceSession(
-                str(self.source), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # onnxruntime raises its own untyped errors for bad files
-            raise RunError(f"{self.source}: not a loadable ONNX model ({type(error).__name__})", "re-export it") from None
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if "fmnist.class_names" not in metadata:
-            raise RunError(f"{self.source}: ONNX model without fmnist metadata", "export it with `fmnist export`")
-        self.class_names = json.loads(metadata["fmnist.class_names"])
-        self.temperature = float(metadata.get("fmnist.temperature", 1.0))
-        self.tta_flip = metadata.get("fmnist.tta_flip", "false") == "true"
-        self.input_name = self.session.get_inputs()[0].name
-
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """float32 logits (N, C) of contract inputs float32 (N, 1, 28, 28) in [0, 1]."""
+        raise NotImplementedError
 
     def probabilities(self, images: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
-        images = _check_images(images)
-        outputs = []
+        """float32 (N, C) calibrated probabilities for uint8 images (N, 28, 28)."""
+        images = check_images(images)
+        outputs = [np.zeros((0, len(self.class_names)), np.float32)]
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size, None].astype(np.float32) * np.float32(CONTRACT.scale)
             logits = self.logits(batch)
             if self.tta_flip:
                 logits = (logits + self.logits(np.ascontiguousarray(batch[..., ::-1]))) / 2
-            outputs.append(_softmax(logits, self.temperature))
-        if not outputs:
-            return np.zeros((0, len(self.class_names)), np.float32)
+            outputs.append(softmax(logits, self.temperature))
         return np.concatenate(outputs)
+
+    def predict(self, images: np.ndarray, *, k: int = 5, min_confidence: float = 0.0) -> list[Prediction]:
+        """One Prediction per uint8 image (N, 28, 28), in input order."""
+        return top_k(self.probabilities(images), self.class_names, k=k, min_confidence=min_confidence)
+
+
+def _short_name(path: Path) -> str:
+    return path.parent.name if path.stem in ("model", "model.int8") else path.stem
+
+
+class TorchPredictor(Predictor):
+    backend = "torch"
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        import torch
+
+        from fmnist.models.saved import load_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = load_model(path)
+        self.source = self.model.path
+        self.name = _short_name(self.source)
+        self.class_names = list(self.model.card.class_names)
+        self.temperature = float(self.model.card.temperature)
+        self.tta_flip = bool(self.model.card.tta_flip)
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        import torch
+
+        # channels_last: the layout the CPU convolution kernels are fastest with here.
+        batch = torch.from_numpy(inputs).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return self.model.module(batch).float().numpy()
+
+
+class OnnxPredictor(Predictor):
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        try:
+            import onnxruntime
+            from onnxruntime.capi.onnxruntime_pybind11_state import (
+                Fail,
+                InvalidArgument,
+                InvalidGraph,
+                InvalidProtobuf,
+                NoSuchFile,
+                RuntimeException,
+            )
+        except ImportError:
+            raise ConfigError("ONNX Runtime is not installed", "pip install 'fmnist[export]'") from None
+        self.source = resolve_onnx_path(path)
+        self.name = _short_name(self.source)
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.source), options, providers=["CPUExecutionProvider"])
+        except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile, RuntimeException) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise RunError(f"{self.source}: not a loadable ONNX model ({first})", "re-export it with `fmnist export`") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if META_CLASS_NAMES not in metadata:
+            raise RunError(f"{self.source}: ONNX model without fmnist metadata", "export it with `fmnist export`")
+        self.class_names = json.loads(metadata[META_CLASS_NAMES])
+        self.temperature = float(metadata.get(META_TEMPERATURE, 1.0))
+        self.tta_flip = metadata.get(META_TTA_FLIP, "false") == "true"
+        self.input_name = self.session.get_inputs()[0].name
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: inputs})[0]
 
 
 def resolve_onnx_path(path: str | Path) -> Path:
+    """Accept an ONNX file or a run folder holding model.onnx."""
     path = Path(path).expanduser()
     if path.is_dir():
         candidate = path / ONNX_FILE
@@ -154,13 +196,13 @@ def resolve_onnx_path(path: str | Path) -> Path:
     return path
 
 
-def load_predictor(path: str | Path, *, backend: str = "torch") -> Predictor:
-    """A predictor for a run folder or model file (torch) or an ONNX file or run folder
-    holding model.onnx (onnxruntime)."""
+def load_predictor(path: str | Path, *, backend: str = "torch", threads: int | None = None) -> Predictor:
+    """A predictor for a run folder or model file (torch), or for an ONNX file or a run
+    folder holding model.onnx (onnxruntime). ``threads`` caps the backend's CPU threads."""
     if backend == "torch":
         if Path(path).suffix == ".onnx":
             raise ConfigError(f"{path}: an ONNX file needs --backend onnxruntime")
-        return TorchPredictor(path)
+        return TorchPredictor(path, threads=threads)
     if backend == "onnxruntime":
-        return OnnxPredictor(path)
+        return OnnxPredictor(path, threads=threads)
     raise ConfigError(f"unknown backend {backend!r}", f"choose one of {', '.join(BACKENDS)}")
