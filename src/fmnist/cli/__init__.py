@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 
 from fmnist import __version__
-from fmnist.cli import data, predict, train
+from fmnist.cli import analysis, data, predict, serve, train
 from fmnist.cli.common import EXIT_USAGE, Parser, setup_logging
 from fmnist.errors import FmnistError
 
-COMMAND_MODULES = (data, train, predict)
+COMMAND_MODULES = (data, train, predict, serve, analysis)
 
 
 def build_parser() -> Parser:

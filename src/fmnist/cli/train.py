@@ -101,6 +101,7 @@ def evaluate_and_report(run_dir: Path, data: str | None) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from fmnist.cli.analysis import calibrate_and_print
     from fmnist.training import (
         default_run_dir,
         read_config_file,
@@ -136,6 +137,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"trained {len(result.history)} epochs (stopped by {stopped}); best epoch {result.best_epoch}: "
         f"{result.run_dir / 'model.safetensors'}"
     )
+    if not result.config.full:
+        # Temperature scaling on the validation split, so evaluation, predict and serve
+        # return calibrated probabilities (a --full run has no validation split to fit on).
+        calibrate_and_print(result.run_dir, args.data)
     if not args.no_eval:
         evaluate_and_report(result.run_dir, args.data)
     return 0

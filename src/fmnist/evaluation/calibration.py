@@ -20,7 +20,7 @@ import torch
 
 from fmnist.errors import RunError
 from fmnist.files import atomic_write_json
-from fmnist.models import load_model, resolve_model_path, save_model
+from fmnist.models import LoadedModel, load_model, resolve_model_path, save_model
 from fmnist.models.forward import predict_logits
 
 DEFAULT_BINS = 15
@@ -105,7 +105,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_temperature.exp().clamp(0.05, 20.0))
+    # The clamp only guards against a degenerate split (e.g. every image right with huge
+    # logits, where the NLL keeps falling as T -> 0); real fits land near 0.5-3.
+    return float(log_temperature.detach().exp().clamp(0.05, 20.0))
 
 
 @dataclass(frozen=True)
@@ -156,23 +158,19 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def calibrate_run(
-    run: str | os.PathLike[str], data: str | os.PathLike[str] | None = None, *, bins: int = DEFAULT_BINS
+def calibrate_model(
+    model: LoadedModel, images: np.ndarray, labels: np.ndarray, *, bins: int = DEFAULT_BINS
 ) -> CalibrationResult:
-    """Fit a temperature on ``run``'s validation split and store it in its model file.
+    """Fit a temperature for ``model`` on validation ``images`` (uint8 (N, 28, 28)) and ``labels``.
 
-    The model file is rewritten atomically with the new temperature in its card; the
-    figures go to calibration.json in the run folder.
+    Returns the fit and the validation figures before and after; the model is not changed.
     """
-    model_file = resolve_model_path(run)
-    run_dir = model_file.parent
-    model = load_model(model_file)
-    images, labels = validation_split(run_dir, data)
+    labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
-        raise RunError(f"{run_dir}: the validation split is empty", "train with a --val-fraction above 0")
+        raise RunError(f"{model.path}: the validation split is empty", "train with a --val-fraction above 0")
     logits = predict_logits(model.module, images, tta_flip=model.card.tta_flip).numpy()
     temperature = fit_temperature(logits, labels)
-    result = CalibrationResult(
+    return CalibrationResult(
         temperature=temperature,
         val_images=len(labels),
         val_nll_before=negative_log_likelihood(logits, labels),
@@ -181,7 +179,25 @@ def calibrate_run(
         val_ece_after=expected_calibration_error(softmax(logits, temperature), labels, bins=bins),
         bins=bins,
     )
-    model.card.temperature = temperature
+
+
+def calibrate_run(
+    run: str | os.PathLike[str], data: str | os.PathLike[str] | None = None, *, bins: int = DEFAULT_BINS
+) -> CalibrationResult:
+    """Fit a temperature on ``run``'s validation split and store it in its model file.
+
+    The model file is rewritten atomically with the new temperature in its card (the
+    weights are unchanged); the figures go to calibration.json in the run folder.
+    Calibrating again refits from the raw logits, so the result does not depend on a
+    temperature stored before.
+    """
+    model_file = resolve_model_path(run)
+    run_dir = model_file.parent
+    model = load_model(model_file)
+    images, labels = validation_split(run_dir, data)
+    result = calibrate_model(model, images, labels, bins=bins)
+    model.card.temperature = result.temperature
+    model.card.extra["calibration"] = result.to_dict()
     save_model(model_file, model.module, model.card)
     atomic_write_json(run_dir / CALIBRATION_FILE, result.to_dict())
     return result
