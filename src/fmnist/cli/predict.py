@@ -1,4 +1,4 @@
-"""`fmnist predict`, `fmnist serve`, `fmnist export`."""
+"""`fmnist predict`, `fmnist export` (`fmnist serve` lives in fmnist.cli.serve)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ import argparse
 import csv
 import io
 import json
-import socket
 import sys
 from itertools import islice
 from pathlib import Path
 
 from fmnist.cli.common import EXIT_USAGE, positive_int, probability
-from fmnist.errors import ConfigError, FmnistError
+from fmnist.errors import FmnistError
 
 BACKEND_CHOICES = ("torch", "onnxruntime")
 
@@ -93,45 +92,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        import uvicorn
-
-        from fmnist.serving.app import ServeSettings, create_app
-    except ImportError:
-        raise ConfigError("serving needs FastAPI and uvicorn", "pip install 'fmnist[serve]'") from None
-    from fmnist.inference.predictor import load_predictor
-
-    load_predictor(args.model, backend=args.backend)  # fail here, in one line, before binding the port
-    settings = ServeSettings(
-        model=args.model,
-        backend=args.backend,
-        max_upload_bytes=args.max_upload_mb * 1024 * 1024,
-        max_files=args.max_files,
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-    )
-    # Bind here so a busy port is a one-line error, not a server log and exit 1.
-    listener = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((args.host, args.port))
-    except (OSError, OverflowError) as error:
-        listener.close()
-        reason = getattr(error, "strerror", None) or str(error)
-        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({reason})", "pick another --host or --port") from None
-    config = uvicorn.Config(create_app(settings), log_level=args.log_level, timeout_graceful_shutdown=10)
-    print(f"serving {args.model} on http://{args.host}:{listener.getsockname()[1]}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    uvicorn.Server(config).run(sockets=[listener])
-    return 0
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     from fmnist.export import export_model
 
-    summary = export_model(args.model, Path(args.out), fmt=args.format, int8=args.int8, data=args.data)
-    for key, value in summary.items():
-        print(f"{key:<28} {value}")
+    result = export_model(args.model, Path(args.out), fmt=args.format, int8=args.int8, data=args.data)
+    for key, value in result.summary().items():
+        print(f"{key:<20} {value}")
     return 0
 
 
@@ -147,18 +113,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--raw", action="store_true", help="inputs are already 28x28 dataset-style images: no conversion")
     predict.add_argument("--batch-size", type=positive_int, default=256)
     predict.set_defaults(handler=cmd_predict)
-
-    serve = commands.add_parser("serve", help="HTTP prediction service with a web page")
-    serve.add_argument("model", metavar="RUN_DIR_OR_MODEL")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--backend", choices=BACKEND_CHOICES, default="torch")
-    serve.add_argument("--max-upload-mb", type=positive_int, default=10, help="largest request body (MB)")
-    serve.add_argument("--max-files", type=positive_int, default=64, help="most images per request")
-    serve.add_argument("--max-batch", type=positive_int, default=256, help="most images per forward pass")
-    serve.add_argument("--max-wait-ms", type=float, default=2.0, help="longest a request waits for others to batch with")
-    serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
-    serve.set_defaults(handler=cmd_serve)
 
     export = commands.add_parser("export", help="export a model to ONNX or TorchScript")
     export.add_argument("model", metavar="RUN_DIR")
