@@ -1,0 +1,228 @@
+"""The HTTP service: FastAPI app factory. The model is loaded once (in the lifespan, unless
+the caller passes a loaded predictor) and shared by all requests through the micro-batcher.
+
+Every refusal is a 4xx JSON reply {"error": ..., "fix": ...}; an unexpected failure is a
+JSON 500 without a traceback (the traceback goes to the server log only).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from fmnist import __version__
+from fmnist.errors import FmnistError
+from fmnist.inference.photo import prepare_photo
+from fmnist.inference.predictor import Predictor, top_k
+from fmnist.serving.batcher import BatcherStopped, MicroBatcher
+from fmnist.serving.limits import (
+    FIELD,
+    BodyLimitMiddleware,
+    Limits,
+    RequestRefused,
+    Upload,
+    check_image_header,
+    read_uploads,
+)
+from fmnist.serving.metrics import Metrics, MetricsMiddleware
+from fmnist.serving.model import load_serving_predictor, model_name
+
+STATIC_DIR = Path(__file__).parent / "static"
+INLINE_BYTES = 256 * 1024  # smaller uploads are decoded on the event loop: a thread hop costs more
+log = logging.getLogger("fmnist.serving")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    model: str | Path  # run folder, model file or ONNX file
+    backend: str = "torch"  # torch | onnxruntime
+    limits: Limits = field(default_factory=Limits)
+    max_batch: int = 256  # images per forward pass
+    max_wait_ms: float = 2.0  # longest the first request of a batch waits for company
+    min_confidence: float = 0.0  # below this the answer is "uncertain"
+    threads: int | None = None  # backend threads (None: the library default)
+
+
+def _png_data_url(image: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _prepare(uploads: list[Upload], limits: Limits) -> tuple[np.ndarray, list[list[str]]]:
+    """uint8 images (n, 28, 28) and per-image warnings; refuses the whole request on a bad file."""
+    images, warnings = [], []
+    for index, upload in enumerate(uploads, start=1):
+        check_image_header(upload, index, limits.max_pixels)
+        try:
+            prepared = prepare_photo(upload.data, max_pixels=limits.max_pixels)
+        except FmnistError as error:
+            raise RequestRefused(422, f"file {index} ({upload.filename!r}): {error.problem}", error.fix or "send another image") from None
+        images.append(prepared.image)
+        warnings.append(prepared.warnings)
+    return np.stack(images), warnings
+
+
+PREDICT_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": [FIELD],
+                "properties": {
+                    FIELD: {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "one or more images (PNG, JPEG, WebP, GIF); repeat the field for several",
+                    }
+                },
+            }
+        }
+    },
+}
+
+
+def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -> FastAPI:
+    """The service for ``settings.model``; pass ``predictor`` when it is already loaded."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loaded = predictor or await run_in_threadpool(load_serving_predictor, settings)
+        batcher = MicroBatcher(
+            loaded.probabilities,
+            max_batch=settings.max_batch,
+            max_wait_ms=settings.max_wait_ms,
+            on_batch=metrics.batch_size.observe,
+        )
+        batcher.start()
+        app.state.predictor, app.state.batcher = loaded, batcher
+        app.state.model_name = model_name(loaded)
+        try:
+            yield
+        finally:
+            app.state.predictor = None
+            await batcher.stop()
+
+    app = FastAPI(
+        title="fmnist",
+        version=__version__,
+        summary="Classify photos of clothing into the 10 Fashion-MNIST classes.",
+        lifespan=lifespan,
+    )
+    app.state.predictor = None
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_upload_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts every reply
+
+    @app.exception_handler(RequestRefused)
+    async def refused(request: Request, error: RequestRefused) -> JSONResponse:
+        return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return RequestRefused(422, f"{where}: {first.get('msg', 'invalid request')}", "see /docs for the parameters").response()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        fixes = {404: "see / for the web page and /docs for the API", 405: "see /docs for the methods of each path"}
+        return JSONResponse(
+            {"error": str(error.detail), "fix": fixes.get(error.status_code, "see /docs")},
+            status_code=error.status_code,
+            headers=getattr(error, "headers", None),
+        )
+
+    @app.exception_handler(BatcherStopped)
+    async def stopping(request: Request, error: BatcherStopped) -> JSONResponse:
+        return JSONResponse({"error": str(error), "fix": "retry in a moment"}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal error", "fix": "see the server log; report it if it persists"}, status_code=500)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="The model is loaded and requests are served", responses={503: {"description": "not ready"}})
+    async def readyz(request: Request) -> JSONResponse:
+        if request.app.state.predictor is None:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ready", "model": request.app.state.model_name})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.get("/v1/model", summary="The served model, its classes and the request limits")
+    async def model_info(request: Request) -> dict:
+        loaded = request.app.state.predictor
+        return {
+            "model": request.app.state.model_name,
+            "backend": loaded.backend,
+            "class_names": list(loaded.class_names),
+            "min_confidence": settings.min_confidence,
+            "limits": {
+                "max_upload_bytes": settings.limits.max_upload_bytes,
+                "max_files": settings.limits.max_files,
+                "max_pixels": settings.limits.max_pixels,
+                "field": FIELD,
+            },
+        }
+
+    @app.post("/v1/predict", summary="Classify one or more images", openapi_extra={"requestBody": PREDICT_REQUEST_BODY})
+    async def predict(
+        request: Request,
+        top: int = Query(5, alias="top_k", ge=1, le=10, description="classes listed per image"),
+        preview: bool = Query(False, description="add the 28x28 image the model saw (PNG data URL) to each prediction"),
+    ) -> dict:
+        started = time.perf_counter()
+        uploads = await read_uploads(request, settings.limits)
+        if sum(len(upload.data) for upload in uploads) <= INLINE_BYTES:
+            images, warnings = _prepare(uploads, settings.limits)
+        else:  # big photos: decode off the event loop
+            images, warnings = await run_in_threadpool(_prepare, uploads, settings.limits)
+        probabilities = await request.app.state.batcher.predict(images)
+        metrics.predictions.inc(len(images))
+        loaded = request.app.state.predictor
+        predictions = []
+        for index, prediction in enumerate(
+            top_k(probabilities, loaded.class_names, k=top, min_confidence=settings.min_confidence)
+        ):
+            entry = {"filename": uploads[index].filename, **prediction.to_dict()}
+            if warnings[index]:
+                entry["warnings"] = warnings[index]
+            if preview:
+                entry["image"] = _png_data_url(images[index])
+            predictions.append(entry)
+        return {
+            "predictions": predictions,
+            "model": request.app.state.model_name,
+            "backend": loaded.backend,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+
+    return app

@@ -1,0 +1,159 @@
+"""Request limits of the HTTP service, each refused with a 4xx JSON reply {"error", "fix"}.
+
+What is checked, in order: body size (from Content-Length, then counted while the body
+streams in, so a chunked upload cannot slip past), multipart form shape (field names,
+number of files, text instead of files), then each file: empty, not an image, pixel count
+read from the image header before any decoding (the decompression-bomb guard).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from io import BytesIO
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from PIL import Image, UnidentifiedImageError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+FIELD = "file"  # the multipart field that carries the images
+MEGABYTE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_upload_bytes: int = 10 * MEGABYTE  # whole request body
+    max_files: int = 64  # images per request
+    max_pixels: int = 24_000_000  # per image (a 6000x4000 photo); decoded RGBA is 4 bytes per pixel
+
+
+class RequestRefused(Exception):
+    """A request the service will not process: becomes a 4xx JSON reply."""
+
+    def __init__(self, status: int, error: str, fix: str) -> None:
+        super().__init__(error)
+        self.status, self.error, self.fix = status, error, fix
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.error, "fix": self.fix}, status_code=self.status)
+
+
+@dataclass
+class Upload:
+    filename: str
+    data: bytes
+
+
+def too_large(limit: int) -> RequestRefused:
+    return RequestRefused(
+        413,
+        f"request body is over the limit of {limit / MEGABYTE:g} MB",
+        "send smaller or fewer images, or start the server with a larger --max-upload-mb",
+    )
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``max_bytes``: at once from Content-Length, else while streaming.
+
+    A pure ASGI middleware so the check happens before anything buffers the body.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit():
+                    await RequestRefused(400, "invalid Content-Length header", "send a valid request").response()(scope, receive, send)
+                    return
+                if int(value) > self.max_bytes:
+                    await too_large(self.max_bytes).response()(scope, receive, send)
+                    return
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise too_large(self.max_bytes)  # raised inside the endpoint: its handler replies 413
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+async def read_uploads(request: Request, limits: Limits) -> list[Upload]:
+    """The files of a multipart request's ``file`` field(s), in the order they were sent."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise RequestRefused(
+            415,
+            f"expected a multipart/form-data body, got {content_type or 'no Content-Type'!r}",
+            f"send the images as multipart form field {FIELD!r}, e.g. curl -F {FIELD}=@shirt.jpg",
+        )
+    try:
+        # The parser itself, not request.form(): that turns parser errors into bare 400s.
+        parser = MultiPartParser(request.headers, request.stream(), max_files=limits.max_files, max_fields=16)
+        form = await parser.parse()
+    except MultiPartException as error:
+        if "files" in error.message.lower():
+            raise RequestRefused(
+                413, f"too many files: at most {limits.max_files} per request", "split the images over several requests"
+            ) from None
+        raise RequestRefused(400, f"malformed multipart body ({error.message})", "send a valid multipart/form-data body") from None
+    try:
+        unexpected = sorted({name for name in form if name != FIELD})
+        items = form.getlist(FIELD)
+        if unexpected or not items:
+            got = ", ".join(repr(name) for name in unexpected) or "no fields"
+            raise RequestRefused(
+                422,
+                f"expected images in the form field {FIELD!r}, got {got}",
+                f"name the field {FIELD!r} (curl -F {FIELD}=@shirt.jpg); repeat it for several images",
+            )
+        if len(items) > limits.max_files:
+            raise RequestRefused(
+                413, f"too many files: {len(items)}, at most {limits.max_files} per request", "split the images over several requests"
+            )
+        uploads = []
+        for index, item in enumerate(items, start=1):
+            if not isinstance(item, UploadFile):
+                raise RequestRefused(
+                    422,
+                    f"form field {FIELD!r} number {index} is text, not a file",
+                    f"upload the image as a file (curl -F {FIELD}=@shirt.jpg, note the @)",
+                )
+            uploads.append(Upload(item.filename or f"{FIELD}#{index}", await item.read()))
+        return uploads
+    finally:
+        await form.close()
+
+
+def check_image_header(upload: Upload, index: int, max_pixels: int) -> None:
+    """Refuse empty files, non-images and images over ``max_pixels``, reading only the header."""
+    name = f"file {index} ({upload.filename!r})"
+    if not upload.data:
+        raise RequestRefused(400, f"{name} is empty", "send a non-empty image file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above its own limit and raises above twice it; ours is checked below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(BytesIO(upload.data)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:
+        width = height = None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise RequestRefused(415, f"{name} is not a supported image", "send a PNG, JPEG, WebP or GIF file") from None
+    if width is None or width * height > max_pixels:
+        size = "far" if width is None else f"{width}x{height} = {width * height:,} pixels,"
+        raise RequestRefused(
+            413, f"{name} is {size} over the limit of {max_pixels:,} pixels", "scale the image down before sending it"
+        )
