@@ -6,6 +6,7 @@ Shared by the server tests (tests/serving) and the browser tests (tests/e2e).
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import re
@@ -16,6 +17,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 
 @dataclass
@@ -121,3 +125,16 @@ class LiveServer:
             return self.process.wait()
         finally:
             self._log_file.close()
+
+
+def png(image: np.ndarray | Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def learnable_images(tiny_run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The tiny run's own test images (dataset-style 28x28) and labels."""
+    from fmnist.data import load_split
+
+    return load_split("test", tiny_run.parent / "data")

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import pytest
 from live_server import LiveServer
-from PIL import Image
 
 LIMIT_OPTIONS = ("--max-upload-mb", "1", "--max-files", "4", "--max-pixels", "250000", "--max-wait-ms", "20")
 
@@ -23,16 +19,3 @@ def server(tiny_run, tmp_path_factory):
     log = live.log.read_text()
     assert returncode == 0, log
     assert "Traceback" not in log, log
-
-
-def png(image: np.ndarray | Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def learnable_images(tiny_run) -> tuple[np.ndarray, np.ndarray]:
-    """The tiny run's own test images (dataset-style 28x28) and labels."""
-    from fmnist.data import load_split
-
-    return load_split("test", tiny_run.parent / "data")

@@ -6,7 +6,7 @@ import base64
 import io
 
 import numpy as np
-from conftest import learnable_images, png
+from live_server import learnable_images, png
 from PIL import Image
 
 from fmnist.inference.predictor import load_predictor

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from conftest import learnable_images, png
+from live_server import learnable_images, png
 
 
 def test_concurrent_requests_share_forward_passes(server, tiny_run):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 
-from conftest import learnable_images, png
-from live_server import LiveServer
+from live_server import LiveServer, learnable_images, png
 
 from fmnist.inference.predictor import load_predictor
 

@@ -10,8 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import learnable_images, png
-from live_server import multipart
+from live_server import learnable_images, multipart, png
 from PIL import Image
 
 

@@ -39,7 +39,7 @@ from fmnist.serving.limits import (
     read_uploads,
 )
 from fmnist.serving.metrics import Metrics, MetricsMiddleware
-from fmnist.serving.model import load_serving_predictor, model_name
+from fmnist.serving.model import load_serving_predictor
 
 STATIC_DIR = Path(__file__).parent / "static"
 INLINE_BYTES = 256 * 1024  # smaller uploads are decoded on the event loop: a thread hop costs more
@@ -112,7 +112,7 @@ def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -
         )
         batcher.start()
         app.state.predictor, app.state.batcher = loaded, batcher
-        app.state.model_name = model_name(loaded)
+        app.state.model_name = loaded.name
         try:
             yield
         finally:

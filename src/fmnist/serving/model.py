@@ -1,8 +1,7 @@
-"""Loading the served model: a thin layer over fmnist.inference that adds the thread count."""
+"""Loading the served model through fmnist.inference."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fmnist.inference.predictor import Predictor, load_predictor
@@ -13,16 +12,4 @@ if TYPE_CHECKING:
 
 def load_serving_predictor(settings: ServeSettings) -> Predictor:
     """The predictor for ``settings.model``; raises FmnistError (one line) for a bad path."""
-    if settings.threads:
-        import torch
-
-        torch.set_num_threads(settings.threads)  # also the ONNX Runtime default in fmnist.inference
-    return load_predictor(settings.model, backend=settings.backend)
-
-
-def model_name(predictor: Predictor) -> str:
-    """The run folder's name for a model inside one, else the file's name."""
-    source = Path(predictor.source)
-    if source.name in ("model.safetensors", "model.onnx") and source.parent.name:
-        return source.parent.name
-    return source.name
+    return load_predictor(settings.model, backend=settings.backend, threads=settings.threads)
