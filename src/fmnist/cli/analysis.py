@@ -9,6 +9,16 @@ from pathlib import Path
 from fmnist.cli.common import positive_int
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
 def _print_json(document: object) -> None:
     print(json.dumps(document, indent=2))
 
@@ -36,6 +46,53 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analysis_text(document: dict) -> str:
+    lines = [
+        f"accuracy {document['accuracy']:.2%} on {document['test_images']:,} test images ({document['errors']:,} errors)",
+        "",
+        "most confused (true -> predicted: count):",
+    ]
+    lines += [f"  {m['true']} -> {m['predicted']}: {m['count']}" for m in document["most_confused"]] or ["  none"]
+    lines += ["", "per-class accuracy (95% bootstrap CI):"]
+    for row in document["per_class_accuracy"]:
+        low, high = row["ci95"]
+        lines.append(f"  {row['name']:<12} {row['accuracy']:7.2%}  [{low:.2%}, {high:.2%}]  n={row['support']}")
+    tops = document["tops_confusion"]
+    lines += ["", "tops confusion (rows: true class, columns: predicted):", "  " + " " * 12 + "".join(f"{n[:11]:>12}" for n in tops["classes"])]
+    lines += [f"  {name:<12}" + "".join(f"{count:>12}" for count in row) for name, row in zip(tops["classes"], tops["matrix"])]
+    lines += ["", "top losses (test index: true -> predicted, confidence):"]
+    lines += [f"  #{t['index']}: {t['true']} -> {t['predicted']} {t['confidence']:.3f}" for t in document["top_losses"]]
+    neighbours = document.get("nearest_training_images", {})
+    if neighbours:
+        lines += ["", "nearest training images of the most confidently wrong (train index label similarity):"]
+        for index, rows in neighbours.items():
+            lines.append(f"  test #{index}: " + ", ".join(f"#{n['train_index']} {n['label']} {n['similarity']:.2f}" for n in rows))
+    lines += ["", f"likely label errors (cleanlab confident learning): {document['label_issues_found']} found; most suspicious:"]
+    lines += [
+        f"  #{i['index']}: labelled {i['given']}, model says {i['predicted']} {i['confidence']:.3f}"
+        for i in document["label_issues"]
+    ]
+    return "\n".join(lines)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from fmnist.evaluation.interpretation import Interpretation
+
+    interpretation = Interpretation.from_run(Path(args.run), args.data)
+    document = interpretation.to_dict(
+        min_count=args.min_count,
+        top_losses=args.top_losses,
+        label_issues=args.label_issues,
+        neighbours=args.neighbours,
+        neighbour_errors=args.neighbour_errors,
+    )
+    if args.format == "json":
+        _print_json(document)
+    else:
+        print(_analysis_text(document))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     calibrate = commands.add_parser(
         "calibrate", help="fit temperature scaling on a run's validation split and store it in its model file"
@@ -45,3 +102,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--bins", type=positive_int, default=15, help="equal-width confidence bins for the ECE (default 15)")
     calibrate.add_argument("--format", choices=["text", "json"], default="text")
     calibrate.set_defaults(handler=cmd_calibrate)
+
+    analyze = commands.add_parser("analyze", help="where a run errs: confusions, per-class accuracy, top losses, likely label errors")
+    analyze.add_argument("run", metavar="RUN_DIR")
+    analyze.add_argument("--data", metavar="PATH", help="test (and training) data: a folder in either format, or a CSV file")
+    analyze.add_argument("--min-count", type=positive_int, default=5, metavar="N", help="list confused pairs with at least N errors (default 5)")
+    analyze.add_argument("--top-losses", type=positive_int, default=10, metavar="K", help="most confidently wrong images to list (default 10)")
+    analyze.add_argument("--neighbours", type=non_negative_int, default=5, metavar="K",
+                         help="nearest training images (model feature space) per listed error; 0 skips the search (default 5)")
+    analyze.add_argument("--neighbour-errors", type=positive_int, default=5, metavar="N",
+                         help="how many of the top losses get neighbours (default 5)")
+    analyze.add_argument("--label-issues", type=non_negative_int, default=20, metavar="N", help="likely label errors to list (default 20)")
+    analyze.add_argument("--format", choices=["text", "json"], default="text")
+    analyze.set_defaults(handler=cmd_analyze)

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from fmnist.data import Split, load
-from fmnist.data.contract import to_model_input
 from fmnist.errors import RunError
 from fmnist.evaluation.predictions import Predictions, bootstrap_ci, predict
 from fmnist.models import LoadedModel, load_model
+from fmnist.models.forward import predict_logits
 
 # The four upper-body garments the original analysis found most confusable.
 TOPS = ("T-shirt/top", "Pullover", "Coat", "Shirt")
@@ -59,22 +59,43 @@ def final_linear(module: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
-@torch.inference_mode()
-def penultimate_features(module: nn.Module, images: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
-    """float32 (N, D): the input of the final Linear layer for uint8 images (N, 28, 28)."""
-    captured: list[torch.Tensor] = []
-    handle = final_linear(module).register_forward_hook(
-        lambda _module, inputs, _output: captured.append(inputs[0].detach().flatten(1).float().cpu())
-    )
+class FeatureRecorder:
+    """Records the input of the model's final Linear layer during forward passes.
+
+    With a linear head, averaging the features of an image and its mirror gives exactly the
+    features of the flip-averaged logits, so one prediction pass yields both."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.batches: list[torch.Tensor] = []
+        self._handle = final_linear(module).register_forward_hook(self._record)
+
+    def _record(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+        self.batches.append(inputs[0].detach().flatten(1).float().cpu())
+
+    def features(self, *, tta_flip: bool) -> np.ndarray:
+        """float32 (N, D). predict_logits runs each batch, then (with tta_flip) its mirror."""
+        if not self.batches:
+            return np.zeros((0, 0), dtype=np.float32)
+        if tta_flip:
+            pairs = zip(self.batches[0::2], self.batches[1::2])
+            return torch.cat([(plain + mirror) / 2 for plain, mirror in pairs]).numpy()
+        return torch.cat(self.batches).numpy()
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def penultimate_features(
+    module: nn.Module, images: np.ndarray, *, batch_size: int = 1024, tta_flip: bool = False
+) -> np.ndarray:
+    """float32 (N, D): the input of the final Linear layer for uint8 images (N, 28, 28)
+    (averaged over each image and its mirror with ``tta_flip``, as the logits are)."""
+    recorder = FeatureRecorder(module)
     try:
-        images_t = torch.as_tensor(images)
-        for start in range(0, len(images_t), batch_size):
-            module(to_model_input(images_t[start : start + batch_size]))
+        predict_logits(module, images, batch_size=batch_size, tta_flip=tta_flip)
     finally:
-        handle.remove()
-    if not captured:
-        return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(captured).numpy()
+        recorder.remove()
+    return recorder.features(tta_flip=tta_flip)
 
 
 def _unit_rows(features: np.ndarray) -> np.ndarray:
@@ -89,24 +110,42 @@ class Interpretation:
     model: LoadedModel
     train: Split | None = None  # loaded on first use of nearest_training_images
     data: str | os.PathLike[str] | None = None  # where the training split is loaded from
+    # Search only the first N training images for neighbours (None: all). A forward pass
+    # over all 60,000 costs seconds to a minute on a shared CPU; the report uses a pool.
+    neighbour_pool: int | None = None
     _train_features: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
-    def from_run(cls, run: str | os.PathLike[str], data: str | os.PathLike[str] | None = None) -> Interpretation:
+    def from_run(
+        cls, run: str | os.PathLike[str], data: str | os.PathLike[str] | None = None, *, neighbour_pool: int | None = None
+    ) -> Interpretation:
         """Load a run's model and predict once on the test split of ``data``."""
         model = load_model(run)
-        return cls.from_model(model, load("test", data), train=None, data=data)
+        return cls.from_model(model, load("test", data), train=None, data=data, neighbour_pool=neighbour_pool)
 
     @classmethod
     def from_model(
-        cls, model: LoadedModel, test: Split, *, train: Split | None = None, data: str | os.PathLike[str] | None = None
+        cls,
+        model: LoadedModel,
+        test: Split,
+        *,
+        train: Split | None = None,
+        data: str | os.PathLike[str] | None = None,
+        neighbour_pool: int | None = None,
     ) -> Interpretation:
+        """Predict once on ``test``, recording the features in the same pass."""
+        recorder = FeatureRecorder(model.module)
+        try:
+            predictions = predict(model, test.images, test.labels)
+        finally:
+            recorder.remove()
         return cls(
-            predictions=predict(model, test.images, test.labels),
-            features=penultimate_features(model.module, test.images),
+            predictions=predictions,
+            features=recorder.features(tta_flip=model.card.tta_flip),
             model=model,
             train=train,
             data=data,
+            neighbour_pool=neighbour_pool,
         )
 
     @property
@@ -150,7 +189,10 @@ class Interpretation:
         if self.train is None:
             self.train = load("train", self.data)
         if self._train_features is None:
-            self._train_features = _unit_rows(penultimate_features(self.model.module, self.train.images))
+            pool = self.train.images[: self.neighbour_pool]
+            # The same feature space as the test images' (flip-averaged when the model's are).
+            features = penultimate_features(self.model.module, pool, tta_flip=self.model.card.tta_flip)
+            self._train_features = _unit_rows(features)
         return self.train, self._train_features
 
     def nearest_training_images(self, index: int, k: int = 5) -> list[Neighbour]:
@@ -194,15 +236,21 @@ class Interpretation:
             for i in ranked
         ]
 
-    def to_dict(self, *, min_count: int = 5, top_losses: int = 25, label_issues: int = 50, neighbours: int = 0) -> dict:
-        """Every view as plain data (for ``--format json`` and the report)."""
+    def to_dict(
+        self, *, min_count: int = 5, top_losses: int = 25, label_issues: int = 50, neighbours: int = 0,
+        neighbour_errors: int = 8,
+    ) -> dict:
+        """Every view as plain data (for ``--format json`` and the report). ``neighbours``
+        nearest training images are listed for the first ``neighbour_errors`` top losses."""
         names = self.class_names
         tops_names, tops_matrix = self.tops_confusion()
         losses = self.predictions.losses
         top = self.top_losses(top_losses)
+        issues = self.label_issues()
         document = {
             "test_images": len(self.predictions.labels),
             "accuracy": self.predictions.accuracy(),
+            "errors": int((~self.predictions.correct).sum()),
             "most_confused": [{"true": t, "predicted": p, "count": c} for t, p, c in self.most_confused(min_count)],
             "per_class_accuracy": [asdict(row) for row in self.per_class_accuracy()],
             "top_losses": [
@@ -216,9 +264,10 @@ class Interpretation:
                 for i in top
             ],
             "tops_confusion": {"classes": tops_names, "matrix": tops_matrix.tolist()},
+            "label_issues_found": len(issues),
             "label_issues": [
                 {**asdict(issue), "given": names[issue.given], "predicted": names[issue.predicted]}
-                for issue in self.label_issues(limit=label_issues)
+                for issue in issues[:label_issues]
             ],
         }
         if neighbours:
@@ -226,6 +275,6 @@ class Interpretation:
                 str(int(i)): [
                     {**asdict(n), "label": names[n.label]} for n in self.nearest_training_images(int(i), neighbours)
                 ]
-                for i in top
+                for i in top[:neighbour_errors]
             }
         return document
