@@ -26,7 +26,7 @@ from torch import nn
 
 import fmnist
 from fmnist.data.contract import CONTRACT
-from fmnist.errors import ConfigError, RunError
+from fmnist.errors import ConfigError, DataError, RunError
 from fmnist.files import atomic_path
 from fmnist.inference.predictor import (
     META_CLASS_NAMES,
@@ -43,7 +43,8 @@ from fmnist.models.saved import LoadedModel
 FORMATS = ("onnx", "torchscript")
 PARITY_TOLERANCE = 1e-4  # max |probability difference| against PyTorch
 CHECK_IMAGES = 1000  # images the parity check runs on
-CALIBRATION_IMAGES = 1024  # training images (a multiple of the batch of 64) that set the int8 activation ranges
+CALIBRATION_IMAGES = 1024  # training images that set the int8 activation ranges
+CALIBRATION_BATCH = 32  # equal batches: some ORT calibrators cannot stack a short last one
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 TORCHSCRIPT_METADATA = "fmnist.json"  # the extra file inside a TorchScript archive
@@ -162,7 +163,6 @@ def _check_images(data: str | Path | None) -> tuple[np.ndarray, str]:
     """Images for the parity check: training images when the data is found (the test split
     is kept for final measurement), otherwise seeded random images."""
     from fmnist.data import load
-    from fmnist.errors import DataError
 
     try:
         images = load("train", data, download=False, progress=False).images
@@ -172,7 +172,7 @@ def _check_images(data: str | Path | None) -> tuple[np.ndarray, str]:
         rng = np.random.default_rng(0)
         return rng.integers(0, 256, size=(CHECK_IMAGES, 28, 28), dtype=np.uint8), "random"
     rng = np.random.default_rng(0)
-    return images[rng.choice(len(images), CHECK_IMAGES, replace=False)], "training"
+    return images[rng.choice(len(images), min(CHECK_IMAGES, len(images)), replace=False)], "training"
 
 
 def _parity(reference: TorchPredictor, probabilities: np.ndarray, images: np.ndarray) -> float:
@@ -260,11 +260,12 @@ def _images_per_second(predictor: OnnxPredictor, images: np.ndarray, *, repeats:
 
 
 class _Calibration:
-    """ONNX Runtime's CalibrationDataReader protocol over training images, 64 at a time."""
+    """ONNX Runtime's CalibrationDataReader protocol over training images, in equal batches."""
 
     def __init__(self, images: np.ndarray) -> None:
         inputs = images[:, None].astype(np.float32) * np.float32(CONTRACT.scale)
-        self.batches = iter([{INPUT_NAME: inputs[i : i + 64]} for i in range(0, len(inputs), 64)])
+        size = CALIBRATION_BATCH
+        self.batches = iter([{INPUT_NAME: inputs[i : i + size]} for i in range(0, len(inputs) - size + 1, size)])
 
     def get_next(self) -> dict | None:
         return next(self.batches, None)
@@ -287,7 +288,10 @@ def quantize_onnx(float_path: Path, out: Path, *, data: str | Path | None = None
     train = load("train", data, progress=False)
     test = load("test", data, progress=False)
     rng = np.random.default_rng(0)
-    calibration = train.images[rng.choice(len(train.images), CALIBRATION_IMAGES, replace=False)]
+    count = min(CALIBRATION_IMAGES, len(train.images)) // CALIBRATION_BATCH * CALIBRATION_BATCH
+    if count == 0:
+        raise DataError(f"int8 calibration needs at least {CALIBRATION_BATCH} training images", "pass a larger --data")
+    calibration = train.images[rng.choice(len(train.images), count, replace=False)]
     with tempfile.TemporaryDirectory(prefix="fmnist-int8-") as folder:
         prepared, quantized = Path(folder) / "prepared.onnx", Path(folder) / "int8.onnx"
         quant_pre_process(str(float_path), str(prepared))

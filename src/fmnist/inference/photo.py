@@ -144,21 +144,32 @@ def prepare_image(image: Image.Image, *, raw: bool = False) -> PreparedImage:
     # an unsharp mask with a Gaussian of sigma 1. Pillow's UnsharpMask radius is that sigma;
     # percent=100 adds the full difference to the blurred copy back, threshold=0 sharpens every pixel.
     sharpened = resized.filter(ImageFilter.UnsharpMask(radius=1.0, percent=100, threshold=0))
-    canvas = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), tuple(int(v) for v in background))
+    fill = tuple(int(v) for v in np.rint(background))
+    canvas = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), fill)
     canvas.paste(sharpened, ((IMAGE_SIZE - size[0]) // 2, (IMAGE_SIZE - size[1]) // 2))
 
     background_level = float(np.dot(background, [0.299, 0.587, 0.114]))
-    if background_level < 128:
+    negate = background_level >= 128
+    if not negate:
         # A dark background: the garment is already light on dark, like the dataset.
         warnings.append("dark background: the image was not negated (the dataset has light garments on black)")
-        result = canvas.convert("L")
-    else:
-        result = ImageOps.invert(canvas).convert("L")
-    pixels = np.asarray(result, dtype=np.uint8).copy()
+    convert = (lambda image: ImageOps.invert(image).convert("L")) if negate else (lambda image: image.convert("L"))
+    pixels = np.asarray(convert(canvas), dtype=np.float64)
+    floor = float(np.asarray(convert(Image.new("RGB", (1, 1), fill)))[0, 0])  # the background, converted
 
     low, high = np.percentile(pixels, [2, 98])
     if high - low < LOW_CONTRAST:
         warnings.append(f"low contrast: grey levels span only {high - low:.0f} of 255")
+    # Level the background to black, a step beyond the paper: the dataset's backgrounds are
+    # exactly 0 (99.8% of the training images' corner pixels), so its photos were negated
+    # from pure white, and a light-grey wall would otherwise become a grey frame the model
+    # never saw (600 held-out training images rendered on 215-255 grey backgrounds: fast-a
+    # scored 87.2% without this step, against 96.2% on the originals). Stretch
+    # [background, 255] to [0, 255]; a pure white background (0 once negated) changes nothing.
+    if 0 < floor < 255:
+        pixels = (pixels - floor) * 255 / (255 - floor)
+    pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
     if foreground.any() and background_level >= 200:
         object_level = float(np.dot(rgb[foreground].mean(axis=0), [0.299, 0.587, 0.114]))
         if object_level >= 200:
