@@ -93,6 +93,59 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _comparison_text(document: dict) -> str:
+    mcnemar = document["mcnemar"]
+    lines = [
+        f"A: {document['a']}  accuracy {document['accuracy_a']:.2%}",
+        f"B: {document['b']}  accuracy {document['accuracy_b']:.2%}",
+        (f"B - A: {document['accuracy_delta']:+.2%} on {document['test_images']:,} test images; "
+        f"only A right {mcnemar['only_a_correct']}, only B right {mcnemar['only_b_correct']}, "
+        f"exact McNemar p = {mcnemar['p_value']:.3g}"),
+        "",
+        "per-class accuracy (A -> B, delta):",
+    ]
+    lines += [
+        f"  {row['class']:<12} {row['accuracy_a']:7.2%} -> {row['accuracy_b']:7.2%}  {row['delta']:+.2%}"
+        for row in document["per_class"]
+    ]
+    lines += ["", "confusable pairs (errors in both directions):"]
+    lines += [
+        f"  {p['classes'][0]} <-> {p['classes'][1]}: A {p['errors_a']}, B {p['errors_b']} "
+        f"(B fixed {p['fixed']}, broke {p['broken']})"
+        for p in document["pairs"]
+    ]
+    names = document["confusion_difference"]["class_names"]
+    matrix = document["confusion_difference"]["matrix"]
+    cells = sorted(
+        ((matrix[t][p], names[t], names[p]) for t in range(len(names)) for p in range(len(names)) if t != p and matrix[t][p]),
+        key=lambda cell: -abs(cell[0]),
+    )
+    lines += ["", "largest changes in the confusion matrix (B - A, true -> predicted):"]
+    lines += [f"  {true} -> {predicted}: {delta:+d}" for delta, true, predicted in cells[:10]] or ["  none"]
+    lines.append(f"\n{document['changed_predictions']} test images changed their predicted class")
+    return "\n".join(lines)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fmnist.evaluation.compare import compare_runs
+
+    comparison = compare_runs(Path(args.run_a), Path(args.run_b), args.data)
+    document = comparison.to_dict()
+    if args.gallery:
+        from fmnist.files import atomic_write_bytes
+        from fmnist.reports.plots import figure_png, plot_changed_predictions
+
+        atomic_write_bytes(Path(args.gallery), figure_png(plot_changed_predictions(comparison)))
+        document["gallery"] = str(args.gallery)
+    if args.format == "json":
+        _print_json(document)
+    else:
+        print(_comparison_text(document))
+        if args.gallery:
+            print(f"gallery: {args.gallery}")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     calibrate = commands.add_parser(
         "calibrate", help="fit temperature scaling on a run's validation split and store it in its model file"
@@ -115,3 +168,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     analyze.add_argument("--label-issues", type=non_negative_int, default=20, metavar="N", help="likely label errors to list (default 20)")
     analyze.add_argument("--format", choices=["text", "json"], default="text")
     analyze.set_defaults(handler=cmd_analyze)
+
+    compare = commands.add_parser("compare", help="compare two runs on the same test images (McNemar's test, per-class deltas)")
+    compare.add_argument("run_a", metavar="RUN_A")
+    compare.add_argument("run_b", metavar="RUN_B")
+    compare.add_argument("--data", metavar="PATH", help="test data: a folder in either format, or a CSV file")
+    compare.add_argument("--gallery", metavar="FILE.png", help="also draw the images whose prediction changed")
+    compare.add_argument("--format", choices=["text", "json"], default="text")
+    compare.set_defaults(handler=cmd_compare)

@@ -15,6 +15,7 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 from fmnist.augment import AugmentConfig, augment_batch
 from fmnist.data.contract import to_model_input
+from fmnist.evaluation.compare import Comparison
 from fmnist.evaluation.predictions import Predictions
 
 
@@ -89,6 +90,22 @@ def plot_confident_mistakes(predictions: Predictions, *, count: int = 24) -> Fig
         for i in chosen
     ]
     return plot_image_grid(predictions.images[chosen], titles, title="Most confidently wrong predictions")
+
+
+def plot_changed_predictions(comparison: Comparison, *, count: int = 32) -> Figure:
+    """Images whose predicted class differs between A and B: fixes (B right) first, then breaks."""
+    changed = comparison.changed()
+    fixed = changed[comparison.b.correct[changed]]
+    broken = changed[comparison.a.correct[changed]]
+    neither = changed[~comparison.a.correct[changed] & ~comparison.b.correct[changed]]
+    chosen = np.concatenate([fixed, broken, neither])[:count]
+    names = comparison.class_names
+    titles = [
+        f"true {names[comparison.a.labels[i]]}\nA {names[comparison.a.predicted[i]]} | B {names[comparison.b.predicted[i]]}"
+        for i in chosen
+    ]
+    title = f"Changed predictions: B fixed {len(fixed)}, broke {len(broken)}, other {len(neither)}"
+    return plot_image_grid(comparison.a.images[chosen], titles, title=title)
 
 
 def plot_augmentation(images: np.ndarray, config: AugmentConfig, *, copies: int = 5, seed: int = 0) -> Figure:

@@ -1,0 +1,47 @@
+"""`fmnist compare` on two real runs trained on the same data, and its refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fmnist.evaluation.compare import compare_runs
+
+
+@pytest.fixture(scope="module")
+def second_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run's recipe with another seed: a different model on the same data."""
+    from fmnist.training import config_from_dict, train
+
+    config = config_from_dict({**json.loads((tiny_run / "config.json").read_text()), "seed": 1})
+    run = tmp_path_factory.mktemp("second") / "run"
+    train(config, run, data=tiny_run.parent / "data")
+    return run
+
+
+def test_compare_json_matches_the_library(tiny_run: Path, second_run: Path, run_fmnist, tmp_path: Path):
+    data = str(tiny_run.parent / "data")
+    gallery = tmp_path / "changed.png"
+    done = run_fmnist("compare", str(tiny_run), str(second_run), "--data", data, "--format", "json", "--gallery", str(gallery))
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    library = compare_runs(tiny_run, second_run, data)
+    assert document["mcnemar"]["p_value"] == pytest.approx(library.mcnemar().p_value)
+    assert document["changed_predictions"] == len(library.changed()) > 0
+    assert document["accuracy_delta"] == pytest.approx(library.b.accuracy() - library.a.accuracy())
+    assert Image.open(gallery).format == "PNG"
+
+
+def test_a_run_compared_with_itself_changes_nothing(tiny_run: Path, run_fmnist):
+    done = run_fmnist("compare", str(tiny_run), str(tiny_run), "--data", str(tiny_run.parent / "data"))
+    assert done.returncode == 0, done.stderr
+    assert "exact McNemar p = 1" in done.stdout
+    assert "0 test images changed" in done.stdout
+
+
+def test_compare_refusals(tiny_run: Path, run_fmnist, tmp_path: Path):
+    run_fmnist("compare", str(tiny_run), str(tmp_path / "missing")).error_line("no such run folder")
+    run_fmnist("compare", str(tiny_run)).error_line("RUN_B")
