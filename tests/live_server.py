@@ -5,6 +5,7 @@ Shared by the server tests (tests/serving) and the browser tests (tests/e2e).
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import json
@@ -138,3 +139,9 @@ def learnable_images(tiny_run: Path) -> tuple[np.ndarray, np.ndarray]:
     from fmnist.data import load_split
 
     return load_split("test", tiny_run.parent / "data")
+
+
+def preview_pixels(prediction: dict) -> np.ndarray:
+    """The uint8 (28, 28) image a prediction's ``image`` (PNG data URL, ?preview=1) shows."""
+    encoded = prediction["image"].split(",", 1)[1]
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))))

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import io
-
 import numpy as np
-from live_server import learnable_images, png
+from live_server import learnable_images, png, preview_pixels
 from PIL import Image
 
 from fmnist.inference.predictor import load_predictor
@@ -50,9 +47,7 @@ def test_predictions_come_back_in_input_order_and_match_the_library(server, tiny
     document = server.predict(files, "?preview=true&top_k=10").json()
     predictions = document["predictions"]
     assert [p["filename"] for p in predictions] == [f"image{position}.png" for position in range(4)]
-    seen = np.stack(
-        [np.asarray(Image.open(io.BytesIO(base64.b64decode(p["image"].split(",", 1)[1])))) for p in predictions]
-    )
+    seen = np.stack([preview_pixels(p) for p in predictions])
     assert seen.shape == (4, 28, 28) and seen.dtype == np.uint8
     np.testing.assert_array_equal(seen, images[chosen])  # dataset-style inputs pass through unchanged
     predictor = load_predictor(tiny_run)
@@ -68,7 +63,7 @@ def test_photo_is_converted_and_warnings_are_returned(server):
     photo = Image.new("RGB", (300, 200), "white")
     photo.paste((40, 40, 40), (100, 20, 200, 180))
     prediction = server.predict([("file", "photo.png", png(photo))], "?preview=1").json()["predictions"][0]
-    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(prediction["image"].split(",", 1)[1]))))
+    seen = preview_pixels(prediction)
     assert seen[14, 14] > 150 and seen[0, 0] < 30  # light garment on black, as the dataset
 
     blank = Image.new("RGB", (64, 64), "white")
