@@ -123,6 +123,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         result = resume(Path(args.resume), data=args.data, progress=progress_enabled(args))
     else:
+        if bool(args.specialist) != bool(args.base):
+            raise ConfigError(
+                "--specialist and --base go together",
+                "a specialist refines a main run: pass --specialist GROUP --base RUN_DIR",
+            )
         file_values = read_config_file(Path(args.config)) if args.config else None
         config = resolve_config(args.recipe, file_values=file_values, overrides=config_overrides(args))
         if args.image_size is not None:

@@ -26,14 +26,39 @@ def specialist_info(model: LoadedModel) -> dict | None:
     return model.card.extra.get("specialist")
 
 
-def combine_probabilities(base: np.ndarray, specialist: np.ndarray, classes: Sequence[int]) -> np.ndarray:
-    """Base probabilities (N, C) refined by the specialist's (N, k) over ``classes`` (k labels)."""
+def combine_probabilities(
+    base: np.ndarray, specialist: np.ndarray, classes: Sequence[int], *, weight: float = 1.0
+) -> np.ndarray:
+    """Base probabilities (N, C) refined by the specialist's (N, k) over ``classes`` (k labels).
+
+    On the images whose base top-1 is in the group, the distribution within the group
+    becomes ``(1 - weight) x base's + weight x specialist's`` (``weight`` 1: the
+    specialist's alone), scaled by the base's total probability of the group.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
     classes = np.asarray(classes)
     combined = base.copy()
     routed = np.isin(base.argmax(axis=1), classes)
-    group_mass = base[routed][:, classes].sum(axis=1, keepdims=True)
-    combined[np.ix_(routed, classes)] = group_mass * specialist[routed]
+    within = base[routed][:, classes]
+    group_mass = within.sum(axis=1, keepdims=True)
+    conditional = (1.0 - weight) * within / np.clip(group_mass, 1e-12, None) + weight * specialist[routed]
+    combined[np.ix_(routed, classes)] = group_mass * conditional
     return combined
+
+
+WEIGHT_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+
+
+def choose_weight(base: np.ndarray, specialist: np.ndarray, labels: np.ndarray, classes: Sequence[int]) -> float:
+    """The specialist's share (on a 0.1 grid) with the most correct validation images;
+    ties go to the larger share. Validation data only: the test split must never be used."""
+    correct = [
+        int((combine_probabilities(base, specialist, classes, weight=w).argmax(1) == labels).sum())
+        for w in WEIGHT_GRID
+    ]
+    best = max(correct)
+    return float(max(w for w, c in zip(WEIGHT_GRID, correct) if c == best))
 
 
 def load_base(specialist: LoadedModel) -> LoadedModel:
@@ -67,8 +92,9 @@ def predict_with_specialist(
     base_predictions = predict(base, images, labels, tta_flip=tta_flip)
     # The specialist's own labels (0..k-1) are not needed: only its probabilities are used.
     specialist_probabilities = predict(specialist, images, np.zeros(len(images), np.int64), tta_flip=tta_flip).probabilities
+    weight = float(specialist_info(specialist).get("weight", 1.0))
     combined = Predictions(
-        probabilities=combine_probabilities(base_predictions.probabilities, specialist_probabilities, classes),
+        probabilities=combine_probabilities(base_predictions.probabilities, specialist_probabilities, classes, weight=weight),
         labels=base_predictions.labels,
         images=base_predictions.images,
         class_names=base_predictions.class_names,

@@ -24,6 +24,7 @@ from fmnist.models.registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MODELS = ("resnet18", "mobilenet_v2")  # the registered builders below
 
 
 # -- ResNet-18 (torchvision.models.resnet18) ----------------------------------------------

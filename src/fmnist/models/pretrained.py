@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,11 @@ class WeightTransfer:
         return text
 
 
+def looks_like_file(source: str) -> bool:
+    """True when --pretrained names a file (a path or a weights suffix), not a named set."""
+    return Path(source).suffix.lower() in WEIGHT_SUFFIXES or os.sep in source or Path(source).expanduser().exists()
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file or a PyTorch state dict (.pth/.pt/.bin), never unpickling code."""
     path = Path(path).expanduser()
@@ -61,8 +67,19 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
+            # weights_only=True: the unpickler accepts tensors and plain containers only and
+            # refuses anything that would import or call code.
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any reader failure means an unreadable file
+    except pickle.UnpicklingError as error:
+        # torch names the class or function it refused to import ("Unsupported global");
+        # anything else is a garbled file.
+        if "unsupported global" not in str(error).lower():
+            raise ConfigError(f"{path}: cannot read weights (not a PyTorch file)", "pass a safetensors file or a state dict saved with torch.save") from None
+        raise ConfigError(
+            f"{path}: refused: it holds pickled objects other than tensors (code is never unpickled)",
+            "save the weights with torch.save(model.state_dict()) or as .safetensors",
+        ) from None
+    except Exception as error:  # noqa: BLE001 - any other reader failure means an unreadable file
         first = (str(error).splitlines() or [type(error).__name__])[0]
         raise ConfigError(f"{path}: cannot read weights ({first[:200]})", "pass a safetensors file or a state dict saved with torch.save") from None
     # Training checkpoints often nest the weights: {"state_dict": {...}} or {"model": {...}}.
@@ -105,15 +122,36 @@ def load_pretrained(model: nn.Module, model_name: str, source: str) -> WeightTra
             f"--pretrained needs an ImageNet backbone; {model_name} has none",
             "use --model resnet18 or --model mobilenet_v2 (or --init RUN_DIR to start from one of your runs)",
         )
-    looks_like_file = Path(source).suffix.lower() in WEIGHT_SUFFIXES or os.sep in source or Path(source).exists()
-    state = read_state_dict(source) if looks_like_file else fetch_named_weights(model_name, source)
+    state = read_state_dict(source) if looks_like_file(source) else fetch_named_weights(model_name, source)
     head = f"{model.head_name}."
     backbone_state = {prefix + key: value for key, value in state.items() if not key.startswith(head)}
+    check_backbone_fits(model, backbone_state, source, model_name)
     transfer = copy_matching(model, backbone_state, source)
     transfer.reinitialised = [key for key in transfer.reinitialised if key.startswith(prefix)]  # the new head
-    if not transfer.loaded:
-        raise ConfigError(f"{source}: none of its tensors fit {model_name}", f"pass torchvision-style {model_name} weights")
     return transfer
+
+
+def check_backbone_fits(model: nn.Module, state: dict[str, torch.Tensor], source: str, model_name: str) -> None:
+    """Refuse ImageNet weights that do not cover the whole backbone with the right shapes:
+    a partly loaded backbone would train silently from a broken start."""
+    prefix, head = model.pretrained_prefix, f"{model.pretrained_prefix}{model.head_name}."
+    expected = {
+        key: value.shape
+        for key, value in model.state_dict().items()
+        if key.startswith(prefix) and not key.startswith(head) and not key.endswith("num_batches_tracked")
+    }
+    missing = [key.removeprefix(prefix) for key in expected if key not in state]
+    wrong = [
+        f"{key.removeprefix(prefix)} {tuple(state[key].shape)} instead of {tuple(shape)}"
+        for key, shape in expected.items()
+        if key in state and state[key].shape != shape
+    ]
+    if wrong or missing:
+        problem = f"wrong shapes ({'; '.join(wrong[:3])})" if wrong else f"missing {len(missing)} tensors ({', '.join(missing[:3])})"
+        raise ConfigError(
+            f"{source}: not torchvision-style {model_name} weights: {problem}",
+            f"pass the {model_name} state dict (torchvision or timm names)",
+        )
 
 
 def load_run_weights(model: nn.Module, run: str | os.PathLike[str]) -> WeightTransfer:

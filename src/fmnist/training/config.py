@@ -192,8 +192,13 @@ def resolve_config(
     name = recipe or file_values.pop("recipe", None) or DEFAULT_RECIPE
     file_values.pop("recipe", None)
     config = get_recipe(name)
+    recipe_model = config.model
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     config = _apply(config, file_values, "the config file")
-    config = _apply(config, {k: v for k, v in (overrides or {}).items() if v is not None}, "the flags")
+    config = _apply(config, flags, "the flags")
+    if config.model != recipe_model and "model_args" not in file_values and "model_args" not in flags:
+        # The recipe's model arguments belong to the recipe's model (e.g. fast_cnn widths).
+        config = dataclasses.replace(config, model_args={})
     if config.specialist is not None:
         from fmnist.training.specialist import group_classes
 

@@ -11,7 +11,7 @@ import torch
 from fmnist.data import DataSource, load, stratified_split
 from fmnist.errors import ConfigError
 from fmnist.training.config import TrainConfig
-from fmnist.training.specialist import restrict_to_group
+from fmnist.training.specialist import group_indices, remap_to_group
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,17 @@ def prepare_data(
                 f"use at most {len(labels)}",
             )
         images, labels = images[: config.subset], labels[: config.subset]
-    if config.specialist is not None:
-        images, labels = restrict_to_group(images, labels, config.specialist)
     if config.full:
         # The documented final retrain: every training image, no validation split.
         train_idx, val_idx = np.arange(len(labels)), np.arange(0)
     else:
         train_idx, val_idx = stratified_split(labels, config.val_fraction, seed=config.seed)
+    if config.specialist is not None:
+        # Split first, then keep the group's images: with the base run's seed and
+        # val_fraction the specialist validates on exactly the base's validation images of
+        # the group, none of which the base (or an --init run) was trained on.
+        train_idx, val_idx = group_indices(labels, train_idx, config.specialist), group_indices(labels, val_idx, config.specialist)
+        labels = remap_to_group(labels, config.specialist)
     description = {
         "root": str(split.source.root),
         "origin": split.source.origin,

@@ -43,8 +43,13 @@ from fmnist.training.distributed import Distributed
 from fmnist.training.early_stopping import EarlyStopping
 from fmnist.training.run_folder import RunPaths, provenance
 from fmnist.training.schedule import PlateauScaler, scheduled_lr
-from fmnist.training.specialist import specialist_card
-from fmnist.training.transfer import initialise_weights, lr_scale, parameter_groups
+from fmnist.training.specialist import fit_combination_weight, specialist_card
+from fmnist.training.transfer import (
+    check_start,
+    initialise_weights,
+    lr_scale,
+    parameter_groups,
+)
 
 log = logging.getLogger(__name__)
 DATA_INIT_IMAGES = 5000  # training images a data-dependent initialisation may look at
@@ -359,6 +364,9 @@ class Trainer:
             )
             if self.config.specialist is not None:
                 card.class_names, card.extra["specialist"] = specialist_card(self.config.specialist, self.config.base_run)
+                weight = fit_combination_weight(best, self.config, self.data.val_images, self.data.val_labels)
+                card.extra["specialist"]["weight"] = 1.0 if weight is None else weight
+                card.extra["specialist"]["weight_fitted_on"] = "validation" if weight is not None else None
             start = self.config.pretrained or self.config.init_run
             if start is not None:
                 card.extra["initialised_from"] = start
@@ -454,6 +462,7 @@ def train(
         )
     if config.base_run is not None:
         check_base_run(config.base_run)
+    check_start(config)
     return _run(config, paths, None, data, progress=progress, on_epoch=on_epoch)
 
 
@@ -462,10 +471,15 @@ def check_base_run(base_run: str) -> None:
     from fmnist.models.saved import resolve_model_path
     from fmnist.tensorfile import load_tensor_file
 
-    path = resolve_model_path(base_run)
-    _, document = load_tensor_file(path)
+    try:
+        _, document = load_tensor_file(resolve_model_path(base_run))
+    except RunError as error:
+        raise RunError(f"--base: {error.problem}", error.fix) from None
     if len(document.get("class_names", [])) != NUM_CLASSES:
-        raise RunError(f"--base {base_run}: not a ten-class model", "pass the main model's run folder")
+        raise RunError(
+            f"--base {base_run}: not a ten-class model ({len(document.get('class_names', []))} classes)",
+            "pass the main model's run folder, not a specialist's",
+        )
 
 
 def resume(

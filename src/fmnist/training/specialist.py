@@ -7,10 +7,17 @@ that consults it; evaluation/specialist.py combines the two.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+import torch
+from torch import nn
 
 from fmnist.data.classes import CLASS_NAMES
 from fmnist.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fmnist.training.config import TrainConfig
 
 # The groups the base model confuses most (see docs/analysis.md): the four upper-body garments.
 SPECIALIST_GROUPS: dict[str, tuple[str, ...]] = {
@@ -25,16 +32,39 @@ def group_classes(name: str) -> tuple[int, ...]:
     return tuple(sorted(CLASS_NAMES.index(class_name) for class_name in SPECIALIST_GROUPS[name]))
 
 
-def restrict_to_group(images: np.ndarray, labels: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The images of the group's classes, with labels remapped to 0..k-1 (group order)."""
+def group_indices(labels: np.ndarray, indices: np.ndarray, name: str) -> np.ndarray:
+    """The entries of ``indices`` whose image belongs to one of the group's classes."""
+    return indices[np.isin(labels[indices], group_classes(name))]
+
+
+def remap_to_group(labels: np.ndarray, name: str) -> np.ndarray:
+    """Labels remapped to 0..k-1 in group order; -1 for images outside the group."""
     classes = np.asarray(group_classes(name))
-    keep = np.isin(labels, classes)
     remap = np.full(len(CLASS_NAMES), -1, dtype=np.int64)
     remap[classes] = np.arange(len(classes))
-    return images[keep], remap[labels[keep]]
+    return remap[labels]
 
 
 def specialist_card(name: str, base_run: str) -> tuple[list[str], dict]:
     """(class names, the model card's ``extra['specialist']``) for a specialist of group ``name``."""
     classes = group_classes(name)
     return [CLASS_NAMES[i] for i in classes], {"group": name, "classes": list(classes), "base_run": base_run}
+
+
+def fit_combination_weight(model: nn.Module, config: TrainConfig, val_images: torch.Tensor, val_labels: torch.Tensor) -> float | None:
+    """The specialist's share within the group (see evaluation/specialist.py) that gets the
+    most of the group's validation images right together with the base; None without a
+    validation split (--full), where the specialist's probabilities are used alone."""
+    from fmnist.evaluation.specialist import choose_weight
+    from fmnist.models.forward import predict_logits
+    from fmnist.models.saved import load_model
+
+    if not len(val_labels):
+        return None
+    base = load_model(config.base_run)
+    base_logits = predict_logits(base.module, val_images, tta_flip=base.card.tta_flip) / base.card.temperature
+    model.eval()
+    specialist_logits = predict_logits(model, val_images, tta_flip=config.tta_flip)
+    classes = group_classes(config.specialist)
+    labels = np.asarray(classes)[val_labels.numpy()]
+    return choose_weight(base_logits.softmax(1).numpy(), specialist_logits.softmax(1).numpy(), labels, classes)

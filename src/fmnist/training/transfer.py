@@ -13,6 +13,7 @@ import logging
 
 from torch import nn
 
+from fmnist.errors import ConfigError, RunError
 from fmnist.models.pretrained import WeightTransfer, load_pretrained, load_run_weights
 from fmnist.training.config import TrainConfig
 
@@ -29,6 +30,29 @@ def initialise_weights(model: nn.Module, config: TrainConfig) -> WeightTransfer 
         return None
     log.info("starting weights from %s", transfer.summary())
     return transfer
+
+
+def check_start(config: TrainConfig) -> None:
+    """Refuse a missing or unusable start (--pretrained, --init) before any data is read."""
+    from pathlib import Path
+
+    from fmnist.models.imagenet import IMAGENET_MODELS
+    from fmnist.models.pretrained import looks_like_file
+    from fmnist.models.saved import resolve_model_path
+
+    if config.pretrained is not None:
+        if config.model not in IMAGENET_MODELS:
+            raise ConfigError(
+                f"--pretrained needs an ImageNet backbone; {config.model} has none",
+                f"use --model {' or --model '.join(IMAGENET_MODELS)} (or --init RUN_DIR to start from one of your runs)",
+            )
+        if looks_like_file(config.pretrained) and not Path(config.pretrained).expanduser().is_file():
+            raise ConfigError(f"--pretrained {config.pretrained}: no such weights file", "check the path")
+    if config.init_run is not None:
+        try:
+            resolve_model_path(config.init_run)
+        except RunError as error:
+            raise RunError(f"--init: {error.problem}", error.fix) from None
 
 
 def uses_parameter_groups(config: TrainConfig) -> bool:
