@@ -77,7 +77,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = load_predictor(args.model, backend=args.backend)
     rows, failed = _rows(args, predictor)
-    fmt = args.format or ("json" if args.out and args.out.endswith(".json") else "table")
+    if not rows and not failed:
+        raise FmnistError("no images found in the inputs", "pass image files, folders with images, or a CSV")
+    suffix = Path(args.out).suffix.lower() if args.out else ""
+    fmt = args.format or {".json": "json", ".csv": "csv"}.get(suffix, "table")
     text = _format(rows, fmt)
     if args.out:
         atomic_write_text(args.out, text)
@@ -87,8 +90,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"fmnist: {failed} input(s) failed, {len(rows)} predicted", file=sys.stderr)
         return EXIT_USAGE
-    if not rows:
-        raise FmnistError("no images found in the inputs", "pass image files, folders with images, or a CSV")
     return 0
 
 
@@ -107,7 +108,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or Kaggle-layout CSVs")
     predict.add_argument("--backend", choices=BACKEND_CHOICES, default="torch")
     predict.add_argument("--top-k", type=positive_int, default=3)
-    predict.add_argument("--format", choices=["table", "json", "csv"], default=None, help="default: table (json for --out *.json)")
+    predict.add_argument("--format", choices=["table", "json", "csv"], default=None, help="default: table (json or csv for --out *.json or *.csv)")
     predict.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     predict.add_argument("--min-confidence", type=probability, default=0.0, help="answer 'uncertain' below this probability")
     predict.add_argument("--raw", action="store_true", help="inputs are already 28x28 dataset-style images: no conversion")

@@ -60,6 +60,7 @@ def expand_inputs(arguments: list[str], *, raw: bool = False) -> Iterator[InputI
                     continue
                 prepared = prepare_photo(path, raw=raw)
             except DataError as error:
-                yield InputItem(str(path), error=str(error))
+                message = str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
+                yield InputItem(str(path), error=message)
                 continue
             yield InputItem(str(path), image=prepared.image, warnings=prepared.warnings)
