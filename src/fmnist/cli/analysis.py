@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from fmnist.cli.common import positive_int
+from fmnist.cli.common import EXIT_USAGE, positive_int
+
+MAX_EXPLAIN_IMAGES = 256  # occlusion costs ~144 forward passes per image
 
 
 def non_negative_int(text: str) -> int:
@@ -146,6 +149,70 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overlay_name(path: str, method: str, used: set[str]) -> str:
+    """A file name for an input's overlay: its stem (CSV rows get their row number), unique."""
+    stem = Path(path.replace("#", "-row")).name
+    for suffix in (".gz", ".csv", ".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"):
+        stem = stem.removesuffix(suffix).removesuffix(suffix.upper())
+    name, number = f"{stem}-{method}.png", 1
+    while name in used:
+        number += 1
+        name = f"{stem}-{number}-{method}.png"
+    used.add(name)
+    return name
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fmnist.errors import ConfigError
+    from fmnist.evaluation.explain import explain
+    from fmnist.files import atomic_write_bytes
+    from fmnist.inference.inputs import expand_inputs
+    from fmnist.models import load_model
+    from fmnist.reports.plots import figure_png, plot_explanation
+
+    model = load_model(args.run)
+    names = model.card.class_names
+    target = None
+    if args.target is not None:
+        if args.target not in names:
+            raise ConfigError(f"--class {args.target!r} is not one of the model's classes", f"use one of: {', '.join(names)}")
+        target = names.index(args.target)
+    items = list(expand_inputs(args.images))
+    good = [item for item in items if item.error is None]
+    for item in items:
+        if item.error is not None:
+            print(f"fmnist: error: {item.error}", file=sys.stderr)
+    if not good:
+        return EXIT_USAGE  # each input's problem is printed above, one line each
+    if len(good) > MAX_EXPLAIN_IMAGES:
+        raise ConfigError(f"{len(good)} images to explain; at most {MAX_EXPLAIN_IMAGES} at a time", "pass fewer images")
+    explanation = explain(model, np.stack([item.image for item in good]), method=args.method, target=target)
+    out = Path(args.out)
+    rows, used = [], set()
+    for index, item in enumerate(good):
+        probabilities = explanation.probabilities[index]
+        predicted, explained = int(probabilities.argmax()), int(explanation.targets[index])
+        file = out / _overlay_name(item.path, explanation.method, used)
+        title = f"predicted {names[predicted]} {probabilities[predicted]:.2f}; {explanation.method} of {names[explained]}"
+        atomic_write_bytes(file, figure_png(plot_explanation(item.image, explanation.maps[index], title)))
+        rows.append({
+            "path": item.path,
+            "predicted": names[predicted],
+            "confidence": float(probabilities[predicted]),
+            "explained_class": names[explained],
+            "method": explanation.method,
+            "overlay": str(file),
+        })
+    if args.format == "json":
+        _print_json(rows)
+    else:
+        for row in rows:
+            print(f"{row['path']}: {row['predicted']} {row['confidence']:.3f} -> {row['overlay']}")
+    return 0 if len(good) == len(items) else EXIT_USAGE
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     calibrate = commands.add_parser(
         "calibrate", help="fit temperature scaling on a run's validation split and store it in its model file"
@@ -176,3 +243,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--gallery", metavar="FILE.png", help="also draw the images whose prediction changed")
     compare.add_argument("--format", choices=["text", "json"], default="text")
     compare.set_defaults(handler=cmd_compare)
+
+    explain = commands.add_parser("explain", help="saliency maps (Grad-CAM or occlusion) overlaid on the 28x28 input")
+    explain.add_argument("run", metavar="RUN_DIR")
+    explain.add_argument("images", metavar="IMAGE", nargs="+",
+                         help="image files (28x28 dataset-style or photos, prepared as `fmnist predict` does), folders or Kaggle CSVs")
+    explain.add_argument("--method", choices=["gradcam", "occlusion"], default="gradcam",
+                         help="gradcam (last convolution; default) or occlusion (model-agnostic)")
+    explain.add_argument("--class", dest="target", metavar="NAME", help="explain this class instead of the predicted one")
+    explain.add_argument("--out", metavar="DIR", default="explanations", help="where the overlay PNGs go (default ./explanations)")
+    explain.add_argument("--format", choices=["text", "json"], default="text")
+    explain.set_defaults(handler=cmd_explain)

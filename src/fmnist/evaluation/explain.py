@@ -3,8 +3,8 @@
 - Grad-CAM (Selvaraju et al., 2017) for models with convolutions: the last Conv2d's
   activations weighted by the spatial mean of the class score's gradient, rectified and
   upsampled to 28x28. One forward and one backward pass per batch.
-- Occlusion, model-agnostic: slide a grey-free (zero, i.e. background) patch over the
-  image and record how much the class probability drops. 28x28 images make this cheap
+- Occlusion, model-agnostic: slide a patch of background (0, black) over the image and
+  record how much the class probability drops. 28x28 images make this cheap
   (with patch 6 and stride 2: 144 forward passes per image).
 
 Both return float32 maps (N, 28, 28) scaled to [0, 1] per image (all zeros when the
@@ -13,13 +13,16 @@ model's score does not depend on the image at all).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fmnist.data.contract import to_model_input
-from fmnist.errors import ConfigError
+from fmnist.errors import ConfigError, DataError
+from fmnist.models import LoadedModel
 
 METHODS = ("gradcam", "occlusion")
 
@@ -88,6 +91,32 @@ def occlusion(
             drops[:, top : top + patch, left : left + patch] += (base - probability)[:, None, None]
             counts[top : top + patch, left : left + patch] += 1
     return _normalise(F.relu(drops / counts.clamp_min(1)))
+
+
+@dataclass(frozen=True)
+class Explanation:
+    maps: np.ndarray  # float32 (N, 28, 28) in [0, 1]: where the explained class's evidence is
+    probabilities: np.ndarray  # float32 (N, C), with the model's temperature, no flip averaging
+    targets: np.ndarray  # int64 (N,) the class each map explains
+    method: str  # the method actually used
+
+
+def explain(model: LoadedModel, images: np.ndarray, *, method: str = "gradcam", target: int | None = None) -> Explanation:
+    """Saliency maps for uint8 ``images`` (N, 28, 28) of the class ``target`` (default: each
+    image's predicted class). The maps explain a single forward pass, so probabilities here
+    are without flip test-time augmentation."""
+    images = np.asarray(images, dtype=np.uint8)
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DataError(f"expected images of shape (N, 28, 28), got {images.shape}")
+    if target is not None and not 0 <= target < len(model.card.class_names):
+        raise ConfigError(f"class index {target} out of range", f"use 0..{len(model.card.class_names) - 1}")
+    with torch.inference_mode():
+        logits = model.module(to_model_input(images)).float()
+    probabilities = torch.softmax(logits / model.card.temperature, dim=1).numpy()
+    targets = probabilities.argmax(axis=1) if target is None else np.full(len(images), target)
+    used = "gradcam" if method == "gradcam" and last_conv(model.module) is not None else "occlusion"
+    maps = saliency(model.module, images, targets, method=method)
+    return Explanation(maps=maps, probabilities=probabilities, targets=targets.astype(np.int64), method=used)
 
 
 def saliency(module: nn.Module, images: np.ndarray, targets: np.ndarray | None = None, *, method: str = "gradcam") -> np.ndarray:

@@ -108,6 +108,43 @@ def plot_changed_predictions(comparison: Comparison, *, count: int = 32) -> Figu
     return plot_image_grid(comparison.a.images[chosen], titles, title=title)
 
 
+def _overlay(axes, image: np.ndarray, saliency_map: np.ndarray) -> None:
+    axes.imshow(image, cmap="gray", vmin=0, vmax=255)
+    axes.imshow(saliency_map, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+
+
+def plot_saliency_grid(images: np.ndarray, maps: np.ndarray, titles: list[str], *, columns: int = 8, title: str = "") -> Figure:
+    """A grid of 28x28 images with their saliency maps (0-1) overlaid in colour."""
+    count = len(images)
+    rows = max(1, -(-count // columns))
+    figure = Figure(figsize=(columns * 1.45, rows * 1.75))
+    for index in range(rows * columns):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        axes.axis("off")
+        if index < count:
+            _overlay(axes, images[index], maps[index])
+            axes.set_title(titles[index], fontsize=7)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_explanation(image: np.ndarray, saliency_map: np.ndarray, title: str) -> Figure:
+    """One image: the input the model saw, and the saliency map overlaid on it."""
+    figure = Figure(figsize=(4.2, 2.4))
+    plain, overlaid = figure.subplots(1, 2)
+    plain.imshow(image, cmap="gray", vmin=0, vmax=255)
+    _overlay(overlaid, image, saliency_map)
+    for axes in (plain, overlaid):
+        axes.axis("off")
+    plain.set_title("input (28x28)", fontsize=8)
+    overlaid.set_title("saliency", fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
 def plot_augmentation(images: np.ndarray, config: AugmentConfig, *, copies: int = 5, seed: int = 0) -> Figure:
     """Each row: an original image, then ``copies`` augmented versions of it."""
     generator = torch.Generator().manual_seed(seed)
