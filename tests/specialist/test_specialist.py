@@ -81,14 +81,16 @@ def test_combination_by_hand() -> None:
         np.testing.assert_allclose(combined.sum(axis=1), 1.0)
 
 
-def test_weight_is_chosen_by_validation_accuracy_with_ties_to_the_larger_share() -> None:
+def test_weight_is_chosen_by_validation_accuracy_with_ties_to_the_smaller_share() -> None:
     # Two routed images in the group (classes 0, 2 only). Image a (label 0) stays right while
-    # w < 0.571; image b (label 2) becomes right once w > 0.2: both right for w in 0.3..0.5.
+    # w < 0.571; image b (label 2) becomes right once w > 0.27: both right for w in 0.3..0.5.
     base = np.zeros((2, 10))
     base[0, [0, 2]] = [0.9, 0.1]
-    base[1, [0, 2]] = [0.6, 0.4]
+    base[1, [0, 2]] = [0.65, 0.35]
     specialist = np.array([[0.2, 0.8, 0.0, 0.0], [0.1, 0.9, 0.0, 0.0]])
-    assert choose_weight(base, specialist, np.array([0, 2]), TOPS) == 0.5
+    assert choose_weight(base, specialist, np.array([0, 2]), TOPS) == 0.3
+    # No share helps: the base alone (0.0), not the specialist.
+    assert choose_weight(base, specialist, np.array([0, 0]), TOPS) == 0.0
 
 
 def exact_mcnemar(fixed: int, broken: int) -> float:

@@ -51,14 +51,15 @@ WEIGHT_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
 
 def choose_weight(base: np.ndarray, specialist: np.ndarray, labels: np.ndarray, classes: Sequence[int]) -> float:
-    """The specialist's share (on a 0.1 grid) with the most correct validation images;
-    ties go to the larger share. Validation data only: the test split must never be used."""
+    """The specialist's share (on a 0.1 grid) with the most correct validation images.
+    Ties go to the smaller share: the specialist is consulted only as far as it strictly
+    helps on validation. Validation data only: the test split must never be used."""
     correct = [
         int((combine_probabilities(base, specialist, classes, weight=w).argmax(1) == labels).sum())
         for w in WEIGHT_GRID
     ]
     best = max(correct)
-    return float(max(w for w, c in zip(WEIGHT_GRID, correct) if c == best))
+    return float(min(w for w, c in zip(WEIGHT_GRID, correct) if c == best))
 
 
 def load_base(specialist: LoadedModel) -> LoadedModel:
