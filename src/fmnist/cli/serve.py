@@ -6,9 +6,10 @@ import argparse
 import signal
 import socket
 import sys
+from pathlib import Path
 
 from fmnist.cli.common import positive_float, positive_int, probability
-from fmnist.errors import ConfigError
+from fmnist.errors import ConfigError, RunError
 
 BACKEND_CHOICES = ("torch", "onnxruntime")
 
@@ -50,6 +51,8 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if not Path(args.model).expanduser().exists():  # the common typo, refused before the slow imports
+        raise RunError(f"{args.model}: no such run folder or model file", "check the path")
     # Bind first: a busy port is refused at once, before the slow imports and model loading.
     listener = _listen(args.host, args.port)
     try:
