@@ -196,6 +196,8 @@ def write_onnx(loaded: LoadedModel, path: Path) -> None:
         # needs onnxscript (not a dependency); it still exports these models exactly.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        # Shape checks inside models are traced as constants: right, since 28x28 is fixed.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             module,
             (sample,),
@@ -233,6 +235,7 @@ def export_torchscript(model: str | Path, out: Path, *, data: str | Path | None 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is in maintenance mode
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks: 28x28 is fixed
         traced = torch.jit.trace(copy.deepcopy(loaded.module).eval(), sample)
         with atomic_path(out) as temporary:
             metadata = json.dumps(_metadata(loaded))

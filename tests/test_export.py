@@ -1,0 +1,146 @@
+"""`fmnist export`: ONNX with a dynamic batch axis and the contract in its metadata, checked
+against PyTorch in real ONNX Runtime; TorchScript; int8 with its measured accuracy drop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+import fmnist.export
+from fmnist.data import load
+from fmnist.errors import RunError
+from fmnist.export import export_model
+from fmnist.inference import load_predictor
+from fmnist.models import ModelCard, create_model, list_models, save_model
+
+IMAGENET_BACKBONES = {"mobilenet_v2", "resnet18"}  # upsample to ImageNet sizes: 1-2 min per export here
+SLOW_TO_EXPORT = {"preact_resnet"}  # ~1 min for both formats on a busy 2-core machine
+
+
+def test_onnx_matches_pytorch_on_1000_test_images(real_run: Path, real_fmnist_dir: Path, tmp_path: Path):
+    out = tmp_path / "model.onnx"
+    result = export_model(real_run, out, fmt="onnx", data=real_fmnist_dir)
+    assert result.max_probability_difference < 1e-4 and result.check_source == "training"
+    images = load("test", real_fmnist_dir, download=False, progress=False).images[:1000]
+    torch_probabilities = load_predictor(real_run).probabilities(images)
+    onnx_probabilities = load_predictor(out, backend="onnxruntime").probabilities(images)
+    assert np.abs(onnx_probabilities - torch_probabilities).max() < 1e-4
+    assert (onnx_probabilities.argmax(1) == torch_probabilities.argmax(1)).all()
+
+
+def test_onnx_has_a_dynamic_batch_axis_and_the_contract_in_its_metadata(tiny_run: Path, tmp_path: Path):
+    out = tmp_path / "model.onnx"
+    export_model(tiny_run, out, fmt="onnx", data=tiny_run.parent / "data")
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (model_input,), (model_output,) = session.get_inputs(), session.get_outputs()
+    assert (model_input.name, model_output.name) == ("images", "logits")
+    assert isinstance(model_input.shape[0], str) and model_input.shape[1:] == [1, 28, 28]
+    for batch in (1, 37):
+        logits = session.run(None, {"images": np.zeros((batch, 1, 28, 28), np.float32)})[0]
+        assert logits.shape == (batch, 10)
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert json.loads(metadata["fmnist.class_names"])[0] == "T-shirt/top"
+    assert float(metadata["fmnist.temperature"]) > 0 and metadata["fmnist.tta_flip"] in ("true", "false")
+    contract = json.loads(metadata["fmnist.preprocessing"])
+    assert (contract["image_size"], contract["scale"], contract["background"]) == (28, 1 / 255, "black")
+    assert "softmax(logits / temperature)" in contract["description"]
+    assert json.loads(metadata["fmnist.model"])["name"] == "seed_cnn"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.skip(reason="ImageNet backbone: 1-2 minutes per export on 2 cores"))
+        if name in IMAGENET_BACKBONES
+        else pytest.param(name, marks=pytest.mark.slow)
+        if name in SLOW_TO_EXPORT
+        else name
+        for name in list_models()
+    ],
+)
+def test_every_registered_model_exports_to_both_formats(name: str, tmp_path: Path):
+    torch.manual_seed(0)
+    module = create_model(name).eval()
+    path = tmp_path / "model.safetensors"
+    # A low temperature spreads an untrained model's near-equal probabilities, so the parity
+    # check is not met trivially by ~0.1 everywhere.
+    save_model(path, module, ModelCard(model=name, temperature=0.05, tta_flip=True))
+    for fmt, suffix in (("onnx", ".onnx"), ("torchscript", ".pt")):
+        result = export_model(path, tmp_path / f"model{suffix}", fmt=fmt)
+        assert result.max_probability_difference < 1e-4
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_torchscript_loads_without_fmnist_and_carries_the_metadata(tiny_run: Path, tmp_path: Path):
+    out = tmp_path / "model.pt"
+    result = export_model(tiny_run, out, fmt="torchscript", data=tiny_run.parent / "data")
+    assert result.format == "torchscript" and result.max_probability_difference < 1e-6
+    extra = {"fmnist.json": ""}
+    scripted = torch.jit.load(str(out), _extra_files=extra)
+    metadata = json.loads(extra["fmnist.json"])
+    images = load("test", tiny_run.parent / "data", download=False, progress=False).images
+    inputs = torch.from_numpy(images[:, None].astype(np.float32) / 255)
+    with torch.inference_mode():
+        probabilities = torch.softmax(scripted(inputs) / float(metadata["fmnist.temperature"]), dim=1).numpy()
+    assert np.abs(probabilities - load_predictor(tiny_run).probabilities(images)).max() < 1e-5
+
+
+def test_int8_reports_a_measured_accuracy_drop_and_works_in_onnxruntime(tiny_run: Path, tmp_path: Path, capsys):
+    from fmnist.cli import main
+
+    data = tiny_run.parent / "data"
+    out = tmp_path / "model.int8.onnx"
+    assert main(["export", str(tiny_run), "--format", "onnx", "--int8", "--out", str(out), "--data", str(data)]) == 0
+    printed = capsys.readouterr().out
+    assert "int8 accuracy drop" in printed and "int8 speed-up" in printed and "on 100 test images" in printed
+    test = load("test", data, download=False, progress=False)
+    int8_accuracy = (load_predictor(out, backend="onnxruntime").probabilities(test.images).argmax(1) == test.labels).mean()
+    float_accuracy = (load_predictor(tiny_run).probabilities(test.images).argmax(1) == test.labels).mean()
+    drop = float(printed.split("int8 accuracy drop")[1].split()[0])
+    assert drop == pytest.approx(100 * (float_accuracy - int8_accuracy), abs=0.01)
+    assert out.stat().st_size < 0.6 * export_model(tiny_run, tmp_path / "f.onnx", fmt="onnx", data=data).path.stat().st_size
+
+
+@pytest.mark.slow
+def test_int8_costs_at_most_half_a_point_on_the_real_model(real_run: Path, real_fmnist_dir: Path, tmp_path: Path):
+    result = export_model(real_run, tmp_path / "model.int8.onnx", fmt="onnx", int8=True, data=real_fmnist_dir)
+    assert result.int8 is not None and result.int8.test_images == 10_000
+    assert result.int8.accuracy_drop_points <= 0.5, result.int8
+
+
+def test_a_failed_parity_check_writes_nothing(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(fmnist.export, "PARITY_TOLERANCE", 0.0)  # no export can meet it
+    out = tmp_path / "model.onnx"
+    with pytest.raises(RunError, match="exported model disagrees with PyTorch"):
+        export_model(tiny_run, out, fmt="onnx", data=tiny_run.parent / "data")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refusals_are_one_clean_line(run_fmnist, tiny_run: Path, tmp_path: Path, capsys):
+    from fmnist.cli import main
+
+    run, out = str(tiny_run), str(tmp_path / "model.onnx")
+    cases = [
+        (["export", run, "--format", "torchscript", "--int8", "--out", out], "--int8 works with --format onnx only"),
+        (["export", run, "--format", "onnx", "--out", str(tmp_path)], "is a folder"),
+        (["export", str(tmp_path / "nowhere"), "--format", "onnx", "--out", out], "no such run folder or model file"),
+        (["export", run, "--format", "tflite", "--out", out], "invalid choice"),
+        (["export", run, "--out", out], "the following arguments are required: --format"),
+        (["export", run, "--format", "onnx", "--int8", "--out", out, "--data", str(tmp_path / "none")], "none"),
+    ]
+    for arguments, fragment in cases:
+        capsys.readouterr()
+        try:
+            status = main(arguments)
+        except SystemExit as exit_:
+            status = exit_.code
+        lines = capsys.readouterr().err.splitlines()
+        assert status == 2 and len(lines) == 1 and lines[0].startswith("fmnist: error: "), (arguments, lines)
+        assert fragment in lines[0], (fragment, lines[0])
+    assert not (tmp_path / "model.onnx").exists()
+    run_fmnist("export", str(tmp_path / "nowhere"), "--format", "onnx", "--out", out).error_line("no such run folder")
