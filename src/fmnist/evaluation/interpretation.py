@@ -98,9 +98,75 @@ def penultimate_features(
     return recorder.features(tta_flip=tta_flip)
 
 
-def _unit_rows(features: np.ndarray) -> np.ndarray:
+def unit_rows(features: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     return features / np.maximum(norms, 1e-12)
+
+
+def nearest_neighbours(query: np.ndarray, pool: np.ndarray, pool_labels: np.ndarray, k: int) -> list[list[Neighbour]]:
+    """For each row of ``query`` (Q, D), the k rows of ``pool`` (P, D) with the highest cosine
+    similarity. ``pool`` must already have unit-length rows (see unit_rows)."""
+    similarity = unit_rows(query) @ pool.T  # (Q, P)
+    order = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    return [
+        [Neighbour(int(j), int(pool_labels[j]), float(similarity[row, j])) for j in order[row]]
+        for row in range(len(query))
+    ]
+
+
+def per_class_accuracy(predictions: Predictions, *, resamples: int = 2000, seed: int = 0) -> list[ClassAccuracy]:
+    """Recall of each class with a 95% percentile-bootstrap interval over its test images."""
+    rows = []
+    for label, name in enumerate(predictions.class_names):
+        correct = predictions.correct[predictions.labels == label]
+        rows.append(
+            ClassAccuracy(
+                name=name,
+                accuracy=float(correct.mean()) if len(correct) else float("nan"),
+                ci95=bootstrap_ci(correct, resamples=resamples, seed=seed),
+                support=len(correct),
+            )
+        )
+    return rows
+
+
+def tops_confusion(predictions: Predictions) -> tuple[list[str], np.ndarray]:
+    """The confusion matrix restricted to rows and columns of the four tops classes.
+
+    Rows are the true class, columns the prediction; predictions outside the group are
+    not counted (so a row may sum to less than its support)."""
+    names = predictions.class_names
+    indices = [names.index(name) for name in TOPS if name in names]
+    return [names[i] for i in indices], predictions.confusion_matrix()[np.ix_(indices, indices)]
+
+
+def find_label_issues(predictions: Predictions) -> list[LabelIssue]:
+    """Test images whose label the model contradicts, by confident learning (cleanlab's
+    ``find_label_issues``), most suspicious first.
+
+    Caveat: confident learning is meant for out-of-sample probabilities. The model never
+    trained on the test images, so its test probabilities are out-of-sample, and the list
+    means exactly "images the model confidently contradicts": candidates to look at, not
+    proven label errors (the model's own confident mistakes are among them)."""
+    from cleanlab.filter import find_label_issues as cleanlab_find_label_issues
+
+    ranked = cleanlab_find_label_issues(
+        labels=predictions.labels,
+        pred_probs=predictions.probabilities.astype(np.float64),
+        return_indices_ranked_by="self_confidence",
+        n_jobs=1,
+    )
+    probabilities = predictions.probabilities
+    return [
+        LabelIssue(
+            index=int(i),
+            given=int(predictions.labels[i]),
+            predicted=int(predictions.predicted[i]),
+            confidence=float(probabilities[i].max()),
+            given_probability=float(probabilities[i, predictions.labels[i]]),
+        )
+        for i in np.asarray(ranked, dtype=np.int64)
+    ]
 
 
 @dataclass
@@ -156,33 +222,14 @@ class Interpretation:
         return self.predictions.most_confused(min_count)
 
     def per_class_accuracy(self, *, resamples: int = 2000, seed: int = 0) -> list[ClassAccuracy]:
-        """Recall of each class with a 95% percentile-bootstrap interval."""
-        predictions = self.predictions
-        rows = []
-        for label, name in enumerate(self.class_names):
-            correct = predictions.correct[predictions.labels == label]
-            rows.append(
-                ClassAccuracy(
-                    name=name,
-                    accuracy=float(correct.mean()) if len(correct) else float("nan"),
-                    ci95=bootstrap_ci(correct, resamples=resamples, seed=seed),
-                    support=len(correct),
-                )
-            )
-        return rows
+        return per_class_accuracy(self.predictions, resamples=resamples, seed=seed)
 
     def top_losses(self, k: int = 25) -> np.ndarray:
         """Test indices of the k most confidently wrong predictions."""
         return self.predictions.top_losses(k)
 
     def tops_confusion(self) -> tuple[list[str], np.ndarray]:
-        """The confusion matrix restricted to rows and columns of the four tops classes.
-
-        Rows are the true class, columns the prediction; predictions outside the group
-        are not counted (so a row may sum to less than its support)."""
-        indices = [self.class_names.index(name) for name in TOPS if name in self.class_names]
-        matrix = self.predictions.confusion_matrix()[np.ix_(indices, indices)]
-        return [self.class_names[i] for i in indices], matrix
+        return tops_confusion(self.predictions)
 
     def _training_features(self) -> tuple[Split, np.ndarray]:
         """The training split and its unit-length features, computed once."""
@@ -192,7 +239,7 @@ class Interpretation:
             pool = self.train.images[: self.neighbour_pool]
             # The same feature space as the test images' (flip-averaged when the model's are).
             features = penultimate_features(self.model.module, pool, tta_flip=self.model.card.tta_flip)
-            self._train_features = _unit_rows(features)
+            self._train_features = unit_rows(features)
         return self.train, self._train_features
 
     def nearest_training_images(self, index: int, k: int = 5) -> list[Neighbour]:
@@ -201,40 +248,11 @@ class Interpretation:
         if not 0 <= index < len(self.features):
             raise IndexError(f"test index {index} out of range 0..{len(self.features) - 1}")
         train, train_features = self._training_features()
-        query = _unit_rows(self.features[index : index + 1])[0]
-        similarity = train_features @ query
-        order = np.argsort(-similarity, kind="stable")[:k]
-        return [Neighbour(int(i), int(train.labels[i]), float(similarity[i])) for i in order]
+        return nearest_neighbours(self.features[index : index + 1], train_features, train.labels, k)[0]
 
     def label_issues(self, *, limit: int | None = None) -> list[LabelIssue]:
-        """Test images whose label the model contradicts, by confident learning (cleanlab's
-        ``find_label_issues``), most suspicious first.
-
-        Caveat: the probabilities are the model's on the test set itself. Confident
-        learning is meant for out-of-sample probabilities; here the model never trained
-        on these images, so they are out-of-sample for the model, and the list means
-        exactly "images the model confidently contradicts"."""
-        from cleanlab.filter import find_label_issues
-
-        predictions = self.predictions
-        ranked = find_label_issues(
-            labels=predictions.labels,
-            pred_probs=predictions.probabilities.astype(np.float64),
-            return_indices_ranked_by="self_confidence",
-            n_jobs=1,
-        )
-        ranked = np.asarray(ranked[:limit] if limit is not None else ranked, dtype=np.int64)
-        probabilities = predictions.probabilities
-        return [
-            LabelIssue(
-                index=int(i),
-                given=int(predictions.labels[i]),
-                predicted=int(predictions.predicted[i]),
-                confidence=float(probabilities[i].max()),
-                given_probability=float(probabilities[i, predictions.labels[i]]),
-            )
-            for i in ranked
-        ]
+        """Likely label errors in the test split, most suspicious first (see find_label_issues)."""
+        return find_label_issues(self.predictions)[:limit]
 
     def to_dict(
         self, *, min_count: int = 5, top_losses: int = 25, label_issues: int = 50, neighbours: int = 0,

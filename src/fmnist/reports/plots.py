@@ -57,8 +57,11 @@ def plot_learning_curves(history: list[dict]) -> Figure:
     return figure
 
 
-def plot_image_grid(images: np.ndarray, titles: list[str], *, columns: int = 8, title: str = "") -> Figure:
-    """A grid of 28x28 images, each with a (multi-line) caption."""
+def plot_image_grid(
+    images: np.ndarray, titles: list[str], *, columns: int = 8, title: str = "", maps: np.ndarray | None = None
+) -> Figure:
+    """A grid of 28x28 images, each with a (multi-line) caption; ``maps`` (N, 28, 28) in
+    [0, 1], when given, are overlaid in colour (saliency)."""
     count = len(images)
     rows = max(1, -(-count // columns))
     figure = Figure(figsize=(columns * 1.45, rows * 1.75))
@@ -67,6 +70,8 @@ def plot_image_grid(images: np.ndarray, titles: list[str], *, columns: int = 8, 
         axes.axis("off")
         if index < count:
             axes.imshow(images[index], cmap="gray", vmin=0, vmax=255)
+            if maps is not None:
+                axes.imshow(maps[index], cmap="jet", alpha=0.45, vmin=0, vmax=1)
             axes.set_title(titles[index], fontsize=7)
     if title:
         figure.suptitle(title)
@@ -92,6 +97,24 @@ def plot_confident_mistakes(predictions: Predictions, *, count: int = 24) -> Fig
     return plot_image_grid(predictions.images[chosen], titles, title="Most confidently wrong predictions")
 
 
+def plot_reliability(before: dict, after: dict | None, *, temperature: float = 1.0) -> Figure:
+    """Reliability diagram: accuracy against mean confidence per confidence bin, before and
+    after temperature scaling (dicts as calibration.ReliabilityDiagram fields)."""
+    figure = Figure(figsize=(5.2, 4.6))
+    axes = figure.add_subplot()
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    curves = [("T = 1 (raw)", before)] + ([(f"T = {temperature:.2f} (fitted on validation)", after)] if after else [])
+    for label, diagram in curves:
+        points = [(c, a) for c, a, n in zip(diagram["confidence"], diagram["accuracy"], diagram["counts"]) if n]
+        axes.plot([c for c, _ in points], [a for _, a in points], marker="o", label=label)
+    axes.set(xlabel="mean confidence in bin", ylabel="accuracy in bin", xlim=(0, 1), ylim=(0, 1.02),
+             title="Reliability (test set)")
+    axes.legend(loc="upper left", fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
 def plot_changed_predictions(comparison: Comparison, *, count: int = 32) -> Figure:
     """Images whose predicted class differs between A and B: fixes (B right) first, then breaks."""
     changed = comparison.changed()
@@ -108,34 +131,13 @@ def plot_changed_predictions(comparison: Comparison, *, count: int = 32) -> Figu
     return plot_image_grid(comparison.a.images[chosen], titles, title=title)
 
 
-def _overlay(axes, image: np.ndarray, saliency_map: np.ndarray) -> None:
-    axes.imshow(image, cmap="gray", vmin=0, vmax=255)
-    axes.imshow(saliency_map, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-
-
-def plot_saliency_grid(images: np.ndarray, maps: np.ndarray, titles: list[str], *, columns: int = 8, title: str = "") -> Figure:
-    """A grid of 28x28 images with their saliency maps (0-1) overlaid in colour."""
-    count = len(images)
-    rows = max(1, -(-count // columns))
-    figure = Figure(figsize=(columns * 1.45, rows * 1.75))
-    for index in range(rows * columns):
-        axes = figure.add_subplot(rows, columns, index + 1)
-        axes.axis("off")
-        if index < count:
-            _overlay(axes, images[index], maps[index])
-            axes.set_title(titles[index], fontsize=7)
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    return figure
-
-
 def plot_explanation(image: np.ndarray, saliency_map: np.ndarray, title: str) -> Figure:
     """One image: the input the model saw, and the saliency map overlaid on it."""
     figure = Figure(figsize=(4.2, 2.4))
     plain, overlaid = figure.subplots(1, 2)
-    plain.imshow(image, cmap="gray", vmin=0, vmax=255)
-    _overlay(overlaid, image, saliency_map)
+    for axes in (plain, overlaid):
+        axes.imshow(image, cmap="gray", vmin=0, vmax=255)
+    overlaid.imshow(saliency_map, cmap="jet", alpha=0.45, vmin=0, vmax=1)
     for axes in (plain, overlaid):
         axes.axis("off")
     plain.set_title("input (28x28)", fontsize=8)

@@ -11,6 +11,7 @@ from fmnist.augment import AugmentConfig
 from fmnist.evaluation.predictions import Predictions
 from fmnist.files import atomic_write_bytes, atomic_write_text
 from fmnist.reports import plots
+from fmnist.reports.analysis_section import analysis_section
 from fmnist.reports.html import embedded_png, escape, key_value_table, page, table
 
 
@@ -62,7 +63,10 @@ def build_figures(run_dir: Path, predictions: Predictions, metrics: dict) -> dic
     return {name: plots.figure_png(figure) for name, figure in figures.items()}
 
 
-def render_report(run_dir: Path, metrics: dict, pngs: dict[str, bytes], *, title: str | None = None) -> str:
+def render_report(
+    run_dir: Path, metrics: dict, pngs: dict[str, bytes], *, title: str | None = None, analysis: list[str] = ()
+) -> str:
+    """The report page; ``analysis`` is HTML from reports.analysis_section, placed after the confusions."""
     config = _read_json(run_dir / "config.json")
     run_info = _read_json(run_dir / "run.json")
     history = _read_history(run_dir / "epochs.jsonl")
@@ -70,9 +74,9 @@ def render_report(run_dir: Path, metrics: dict, pngs: dict[str, bytes], *, title
     sections = [
         f"<h1>{escape(title or 'fmnist run ' + run_dir.name)}</h1>",
         f"<p class=muted>{escape(metrics.get('model', ''))} · evaluated {escape(metrics.get('evaluated', ''))}</p>",
-        f"<p class=big>Test accuracy {metrics['test_accuracy']:.2%} "
+        (f"<p class=big>Test accuracy {metrics['test_accuracy']:.2%} "
         f"<span class=muted>(95% CI {low:.2%} – {high:.2%}, {metrics['test_images']:,} images, "
-        f"{metrics['errors']:,} errors)</span></p>",
+        f"{metrics['errors']:,} errors)</span></p>"),
     ]
     if metrics.get("members"):
         rows = [
@@ -107,10 +111,11 @@ def render_report(run_dir: Path, metrics: dict, pngs: dict[str, bytes], *, title
         "<h3>Per class</h3>"
         + table(["class", "precision", "recall", "F1", "support"], _per_class_rows(metrics["classification_report"], metrics["class_names"]))
     )
-    for section in metrics.get("extra_sections", []):
-        sections.append(section)
+    sections.extend(metrics.get("extra_sections", []))
+    sections.extend(analysis)
     sections.append("<h2>Galleries</h2>")
-    sections.append(embedded_png(pngs["confident_mistakes.png"], "most confidently wrong predictions"))
+    if "top_losses.png" not in pngs:  # the analysis shows them, with Grad-CAM
+        sections.append(embedded_png(pngs["confident_mistakes.png"], "most confidently wrong predictions"))
     sections.append(embedded_png(pngs["correct_predictions.png"], "correct predictions"))
     sections.append(embedded_png(pngs["augmentation.png"], "augmentation samples"))
     if config:
@@ -124,8 +129,10 @@ def write_run_report(run_dir: str | Path, predictions: Predictions, metrics: dic
     """Write figures/*.png and report.html into ``run_dir``; return the report's path."""
     run_dir = Path(run_dir)
     pngs = build_figures(run_dir, predictions, metrics)
+    analysis = analysis_section(run_dir, predictions, metrics)
+    pngs.update(analysis.pngs)
     for name, png in pngs.items():
         atomic_write_bytes(run_dir / "figures" / name, png)
     report = run_dir / "report.html"
-    atomic_write_text(report, render_report(run_dir, metrics, pngs, title=title))
+    atomic_write_text(report, render_report(run_dir, metrics, pngs, title=title, analysis=analysis.html))
     return report
