@@ -9,6 +9,7 @@ specialist only re-ranks within the group.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,8 +92,11 @@ def predict_with_specialist(
     base = base if base is not None else load_base(specialist)
     classes = specialist_info(specialist)["classes"]
     base_predictions = predict(base, images, labels, tta_flip=tta_flip)
-    # The specialist's own labels (0..k-1) are not needed: only its probabilities are used.
-    specialist_probabilities = predict(specialist, images, np.zeros(len(images), np.int64), tta_flip=tta_flip).probabilities
+    # The specialist's own labels (0..k-1) are not needed: only its probabilities are used,
+    # uncalibrated (temperature 1): its share was fitted on those at the end of training,
+    # before any temperature was, and the share is what scales its say in the combination.
+    raw = LoadedModel(specialist.module, dataclasses.replace(specialist.card, temperature=1.0), specialist.path)
+    specialist_probabilities = predict(raw, images, np.zeros(len(images), np.int64), tta_flip=tta_flip).probabilities
     weight = float(specialist_info(specialist).get("weight", 1.0))
     combined = Predictions(
         probabilities=combine_probabilities(base_predictions.probabilities, specialist_probabilities, classes, weight=weight),
