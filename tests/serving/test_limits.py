@@ -64,6 +64,13 @@ def test_image_over_the_pixel_limit(server):
     refused(server.predict([("file", "wide.png", png(photo))]), 413, "360,000 pixels", "250,000")
 
 
+def test_pixels_of_a_whole_request(server):
+    """Each image is under 250,000 pixels, but a request holds at most 500,000 together."""
+    photo = png(Image.new("RGB", (400, 400), "white"))  # 160,000 pixels
+    assert server.predict([("file", f"{i}.png", photo) for i in range(3)]).status == 200
+    refused(server.predict([("file", f"{i}.png", photo) for i in range(4)]), 413, "640,000 pixels together", "500,000")
+
+
 def test_decompression_bomb_is_refused_from_its_header(server):
     refused(server.predict([("file", "bomb.png", png_header_only(100_000, 100_000))]), 413, "over the limit")
     # Under Pillow's own bomb limit our count is exact; above it Pillow refuses before we can count.

@@ -35,7 +35,7 @@ from fmnist.serving.limits import (
     Limits,
     RequestRefused,
     Upload,
-    check_image_header,
+    check_request_headers,
     read_uploads,
 )
 from fmnist.serving.metrics import Metrics, MetricsMiddleware
@@ -65,9 +65,9 @@ def _png_data_url(image: np.ndarray) -> str:
 
 def _prepare(uploads: list[Upload], limits: Limits) -> tuple[np.ndarray, list[list[str]]]:
     """uint8 images (n, 28, 28) and per-image warnings; refuses the whole request on a bad file."""
+    check_request_headers(uploads, limits)
     images, warnings = [], []
     for index, upload in enumerate(uploads, start=1):
-        check_image_header(upload, index, limits.max_pixels)
         try:
             prepared = prepare_photo(upload.data, max_pixels=limits.max_pixels)
         except FmnistError as error:

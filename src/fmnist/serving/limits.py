@@ -29,6 +29,12 @@ class Limits:
     max_files: int = 64  # images per request
     max_pixels: int = 24_000_000  # per image (a 6000x4000 photo); decoded RGBA is 4 bytes per pixel
 
+    @property
+    def max_request_pixels(self) -> int:
+        """All images of one request together: many small, highly compressed files must
+        not add up to minutes of decoding (64 files at the per-image limit would)."""
+        return 2 * self.max_pixels
+
 
 class RequestRefused(Exception):
     """A request the service will not process: becomes a 4xx JSON reply."""
@@ -137,8 +143,9 @@ async def read_uploads(request: Request, limits: Limits) -> list[Upload]:
         await form.close()
 
 
-def check_image_header(upload: Upload, index: int, max_pixels: int) -> None:
-    """Refuse empty files, non-images and images over ``max_pixels``, reading only the header."""
+def check_image_header(upload: Upload, index: int, max_pixels: int) -> int:
+    """Refuse empty files, non-images and images over ``max_pixels``, reading only the
+    header; returns the image's pixel count."""
     name = f"file {index} ({upload.filename!r})"
     if not upload.data:
         raise RequestRefused(400, f"{name} is empty", "send a non-empty image file")
@@ -156,4 +163,16 @@ def check_image_header(upload: Upload, index: int, max_pixels: int) -> None:
         size = "far" if width is None else f"{width}x{height} = {width * height:,} pixels,"
         raise RequestRefused(
             413, f"{name} is {size} over the limit of {max_pixels:,} pixels", "scale the image down before sending it"
+        )
+    return width * height
+
+
+def check_request_headers(uploads: list[Upload], limits: Limits) -> None:
+    """Check every file's header, and their pixels together, before decoding any of them."""
+    total = sum(check_image_header(upload, index, limits.max_pixels) for index, upload in enumerate(uploads, start=1))
+    if total > limits.max_request_pixels:
+        raise RequestRefused(
+            413,
+            f"the request's images have {total:,} pixels together, over the limit of {limits.max_request_pixels:,}",
+            "send fewer or smaller images per request",
         )
