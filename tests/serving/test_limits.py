@@ -120,3 +120,22 @@ def test_refusals_are_counted_and_nothing_was_a_500(server):
     metrics = server.metrics()
     assert metrics['fmnist_http_requests_total{route="/v1/predict",status="413"}'] >= 1
     assert not [name for name in metrics if 'status="5' in name]
+
+
+def test_mangled_requests_are_never_a_500(server, good_png):
+    """Truncated and corrupted copies of a valid request: answered 200 or 4xx, never 5xx."""
+    body, content_type = multipart([("file", "a.png", good_png), ("file", "b.png", good_png)])
+    rng = np.random.default_rng(0)
+    statuses = set()
+    for _ in range(40):
+        mangled = bytearray(body)
+        if rng.random() < 0.5:
+            mangled = mangled[: int(rng.integers(0, len(mangled)))]
+        for position in rng.integers(0, max(1, len(mangled)), size=int(rng.integers(1, 8))):
+            if mangled:
+                mangled[position] = int(rng.integers(0, 256))
+        reply = server.request("POST", "/v1/predict", bytes(mangled), {"Content-Type": content_type})
+        statuses.add(reply.status)
+        assert reply.status == 200 or 400 <= reply.status < 500, (reply.status, reply.body)
+        assert set(reply.json()) in ({"error", "fix"}, {"predictions", "model", "backend", "latency_ms"})
+    assert any(400 <= status < 500 for status in statuses), statuses
