@@ -1,7 +1,8 @@
 """Saliency maps: which pixels a prediction rests on.
 
-- Grad-CAM (Selvaraju et al., 2017) for models with convolutions: the last Conv2d's
-  activations weighted by the spatial mean of the class score's gradient, rectified and
+- Grad-CAM (Selvaraju et al., 2017) for models with convolutions: the rectified output of
+  the last convolution block (the last Conv2d through its BatchNorm and activation),
+  weighted by the spatial mean of the class score's gradient, rectified and
   upsampled to 28x28. One forward and one backward pass per batch.
 - Occlusion, model-agnostic: slide a patch of background (0, black) over the image and
   record how much the class probability drops. 28x28 images make this cheap
@@ -47,23 +48,44 @@ def _targets(logits: torch.Tensor, targets: np.ndarray | None) -> torch.Tensor:
     return torch.as_tensor(np.asarray(targets), dtype=torch.int64)
 
 
+# Layers that keep the feature map's shape and act per element or per channel: Grad-CAM
+# looks through them to the rectified output of the last convolution block.
+ELEMENTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Identity)
+
+
+def _last_block_output(calls: list[tuple[nn.Module, torch.Tensor]]) -> torch.Tensor:
+    """From (leaf module, output) pairs in execution order: the output of the last Conv2d,
+    carried through the BatchNorm/activation layers that directly follow it. Grad-CAM wants
+    the rectified activations; a conv's raw output, before its BatchNorm shift, is not."""
+    position = max(i for i, (module, _) in enumerate(calls) if isinstance(module, nn.Conv2d))
+    while (
+        position + 1 < len(calls)
+        and isinstance(calls[position + 1][0], ELEMENTWISE)
+        and calls[position + 1][1].shape == calls[position][1].shape
+    ):
+        position += 1
+    return calls[position][1]
+
+
 def gradcam(module: nn.Module, images: np.ndarray, targets: np.ndarray | None = None) -> np.ndarray:
     """Grad-CAM maps (N, 28, 28) for uint8 images (N, 28, 28); ``targets`` default to the
     predicted classes. The model must be in eval mode and contain a Conv2d."""
-    layer = last_conv(module)
-    if layer is None:
+    if last_conv(module) is None:
         raise ConfigError(f"model {type(module).__name__} has no Conv2d layer for Grad-CAM", "use --method occlusion")
-    activations: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda _m, _inputs, output: activations.append(output))
+    calls: list[tuple[nn.Module, torch.Tensor]] = []
+    leaves = [m for m in module.modules() if next(m.children(), None) is None]
+    handles = [leaf.register_forward_hook(lambda m, _inputs, output: calls.append((m, output))) for leaf in leaves]
     try:
         with torch.enable_grad():
             logits = module(to_model_input(images))
             classes = _targets(logits, targets)
             score = logits.gather(1, classes[:, None]).sum()
-            (gradients,) = torch.autograd.grad(score, activations[0])
+            activation = _last_block_output(calls)
+            (gradients,) = torch.autograd.grad(score, activation)
     finally:
-        handle.remove()
-    activation = activations[0].detach()
+        for handle in handles:
+            handle.remove()
+    activation = activation.detach()
     weights = gradients.mean(dim=(2, 3), keepdim=True)  # (N, C, 1, 1): importance of each channel
     cam = F.relu((weights * activation).sum(dim=1, keepdim=True))  # (N, 1, h, w)
     cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)

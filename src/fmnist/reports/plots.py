@@ -57,6 +57,12 @@ def plot_learning_curves(history: list[dict]) -> Figure:
     return figure
 
 
+def _salient(saliency_map: np.ndarray) -> np.ma.MaskedArray:
+    """Hide the weakest 15% of the range, so the overlay colours only the evidence and the
+    garment stays visible elsewhere."""
+    return np.ma.masked_less(saliency_map, 0.15)
+
+
 def plot_image_grid(
     images: np.ndarray, titles: list[str], *, columns: int = 8, title: str = "", maps: np.ndarray | None = None
 ) -> Figure:
@@ -71,7 +77,7 @@ def plot_image_grid(
         if index < count:
             axes.imshow(images[index], cmap="gray", vmin=0, vmax=255)
             if maps is not None:
-                axes.imshow(maps[index], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+                axes.imshow(_salient(maps[index]), cmap="jet", alpha=0.5, vmin=0, vmax=1)
             axes.set_title(titles[index], fontsize=7)
     if title:
         figure.suptitle(title)
@@ -137,7 +143,7 @@ def plot_explanation(image: np.ndarray, saliency_map: np.ndarray, title: str) ->
     plain, overlaid = figure.subplots(1, 2)
     for axes in (plain, overlaid):
         axes.imshow(image, cmap="gray", vmin=0, vmax=255)
-    overlaid.imshow(saliency_map, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    overlaid.imshow(_salient(saliency_map), cmap="jet", alpha=0.5, vmin=0, vmax=1)
     for axes in (plain, overlaid):
         axes.axis("off")
     plain.set_title("input (28x28)", fontsize=8)
