@@ -119,3 +119,14 @@ def test_to_dict_holds_every_view(interpretation: Interpretation):
     assert document["label_issues_found"] >= len(document["label_issues"])
     assert len(document["nearest_training_images"]) == min(2, len(document["top_losses"]))
     assert document["tops_confusion"]["classes"] == list(TOPS)
+
+
+def test_a_specialist_run_is_refused_with_a_pointer_to_compare(tiny_run: Path, tmp_path: Path):
+    from fmnist.errors import RunError
+    from fmnist.models import save_model
+
+    model = load_model(tiny_run)
+    model.card.extra["specialist"] = {"group": "tops", "classes": [0, 2, 4, 6], "base_run": str(tiny_run)}
+    save_model(tmp_path / "model.safetensors", model.module, model.card)
+    with pytest.raises(RunError, match="fmnist compare"):
+        Interpretation.from_run(tmp_path, tiny_run.parent / "data")

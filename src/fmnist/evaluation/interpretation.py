@@ -187,6 +187,12 @@ class Interpretation:
     ) -> Interpretation:
         """Load a run's model and predict once on the test split of ``data``."""
         model = load_model(run)
+        if model.card.extra.get("specialist"):
+            # A specialist's own outputs cover four classes; its effect is a comparison.
+            raise RunError(
+                f"{run}: a specialist run predicts only its group of classes",
+                "analyze its base run, and see the specialist's effect with `fmnist compare BASE_RUN SPECIALIST_RUN`",
+            )
         return cls.from_model(model, load("test", data), train=None, data=data, neighbour_pool=neighbour_pool)
 
     @classmethod
