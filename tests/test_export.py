@@ -144,3 +144,20 @@ def test_refusals_are_one_clean_line(run_fmnist, tiny_run: Path, tmp_path: Path,
         assert fragment in lines[0], (fragment, lines[0])
     assert not (tmp_path / "model.onnx").exists()
     run_fmnist("export", str(tmp_path / "nowhere"), "--format", "onnx", "--out", out).error_line("no such run folder")
+
+
+def test_adaptive_pools_become_plain_pools_with_the_same_windows():
+    from torch import nn
+
+    from fmnist.export import exportable_module
+
+    for pool in (nn.AdaptiveMaxPool2d(3), nn.AdaptiveAvgPool2d((3, 1)), nn.AdaptiveMaxPool2d((None, 7))):
+        module = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), pool)
+        sample = torch.randn(5, 1, 7, 7)
+        exported = exportable_module(module, sample)
+        assert not any(isinstance(child, (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)) for child in exported.modules())
+        with torch.no_grad():
+            torch.testing.assert_close(exported(sample), module(sample), rtol=0, atol=1e-6)  # avg: summation order
+    uneven = nn.Sequential(nn.AdaptiveMaxPool2d(4))  # 7 -> 4: windows of 2 and 3 pixels
+    with pytest.raises(RunError, match=r"adaptive pooling \(7, 7\) -> \(4, 4\) has uneven windows"):
+        exportable_module(uneven, torch.randn(1, 1, 7, 7))

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +137,8 @@ def exportable_module(module: nn.Module, sample: torch.Tensor) -> nn.Module:
     for hook in hooks:
         hook.remove()
     for name, child in adaptive.items():
+        if name not in sizes:  # never called in the forward pass
+            continue
         output = child.output_size if isinstance(child.output_size, tuple) else (child.output_size,) * 2
         windows = [_fixed_window(size, out or size) for size, out in zip(sizes[name], output)]
         if None in windows:
@@ -323,7 +325,8 @@ def quantize_onnx(float_path: Path, out: Path, *, data: str | Path | None = None
         onnx.save(model, str(quantized))
         with atomic_path(out) as temporary:
             shutil.copyfile(quantized, temporary)
-    float_model, int8_model = OnnxPredictor(float_path), OnnxPredictor(out)
+    threads = torch.get_num_threads()  # follows OMP_NUM_THREADS, as the PyTorch backend does
+    float_model, int8_model = OnnxPredictor(float_path, threads=threads), OnnxPredictor(out, threads=threads)
     float_probabilities = float_model.probabilities(test.images)
     int8_probabilities = int8_model.probabilities(test.images)
     float_accuracy = float((float_probabilities.argmax(1) == test.labels).mean())
@@ -370,10 +373,3 @@ def export_model(
         result = export_onnx(model, float_path, data=data)
         report = quantize_onnx(float_path, out, data=data)
     return ExportResult(out, "onnx", result.check_images, result.check_source, result.max_probability_difference, report)
-
-
-def result_dict(result: ExportResult) -> dict:
-    """The result as plain data (for JSON output)."""
-    document = asdict(result)
-    document["path"] = str(result.path)
-    return document
