@@ -134,3 +134,14 @@ def test_missing_base_run_is_reported(specialist_run: Path, tmp_path: Path) -> N
     model.card.extra["specialist"]["base_run"] = str(tmp_path / "gone")
     with pytest.raises(RunError, match="its base run .* is missing"):
         load_base(model)
+
+
+def test_every_registered_model_takes_num_classes() -> None:
+    import torch
+
+    from fmnist.models import create_model, list_models
+
+    for name in list_models():
+        model = create_model(name, num_classes=4).eval()
+        with torch.no_grad():
+            assert model(torch.rand(2, 1, 28, 28)).shape == (2, 4), name
