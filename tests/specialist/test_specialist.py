@@ -145,3 +145,16 @@ def test_every_registered_model_takes_num_classes() -> None:
         model = create_model(name, num_classes=4).eval()
         with torch.no_grad():
             assert model(torch.rand(2, 1, 28, 28)).shape == (2, 4), name
+
+
+def test_a_specialist_split_unlike_its_base_is_warned_about(tiny_run: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import dataclasses
+
+    from fmnist.training.loop import warn_if_split_differs
+
+    config = specialist_config(tiny_run)
+    with caplog.at_level("WARNING", logger="fmnist.training.loop"):
+        warn_if_split_differs(config)
+        assert not caplog.records
+        warn_if_split_differs(dataclasses.replace(config, seed=1))
+    assert "seed 0 (base) vs 1" in caplog.text

@@ -462,6 +462,7 @@ def train(
         )
     if config.base_run is not None:
         check_base_run(config.base_run)
+        warn_if_split_differs(config)
     check_start(config)
     return _run(config, paths, None, data, progress=progress, on_epoch=on_epoch)
 
@@ -479,6 +480,27 @@ def check_base_run(base_run: str) -> None:
         raise RunError(
             f"--base {base_run}: not a ten-class model ({len(document.get('class_names', []))} classes)",
             "pass the main model's run folder, not a specialist's",
+        )
+
+
+def warn_if_split_differs(config: TrainConfig) -> None:
+    """A specialist validates on the base's validation images of its group only when it
+    splits the training data as the base did; otherwise some of its validation images
+    were training images of the base (and of an --init run from it)."""
+    base_config = Path(config.base_run) / "config.json"
+    if not base_config.is_file():
+        return
+    base = json.loads(base_config.read_text())
+    differing = [
+        f"{name} {base.get(name)!r} (base) vs {getattr(config, name)!r}"
+        for name in ("seed", "val_fraction", "subset")
+        if base.get(name) != getattr(config, name)
+    ]
+    if differing:
+        log.warning(
+            "the specialist splits the data differently from its base run (%s): its validation "
+            "figures may be optimistic; pass the base run's --seed/--val-fraction/--subset",
+            "; ".join(differing),
         )
 
 
