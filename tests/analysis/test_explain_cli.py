@@ -50,5 +50,4 @@ def test_explain_refusals(tiny_run: Path, run_fmnist, tmp_path: Path):
     (image,) = write_test_pngs(tiny_run, tmp_path / "images", 1)
     run_fmnist("explain", str(tmp_path / "missing"), str(image)).error_line("no such run folder")
     run_fmnist("explain", str(tiny_run), str(image), "--class", "Hat").error_line("--class", "Trouser")
-    run_fmnist("explain", str(tiny_run), str(image), "--method", "lime").error_line("--method")
     run_fmnist("explain", str(tiny_run), str(tmp_path / "nothing.png")).error_line("nothing.png")

@@ -123,15 +123,10 @@ def test_cli_calibrate_prints_and_stores(run_copy: Path, run_fmnist):
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert load_model(run_copy).card.temperature == pytest.approx(document["temperature"])
-    text = run_fmnist("calibrate", str(run_copy))
-    assert text.returncode == 0 and "temperature" in text.stdout and "ECE" in text.stdout
 
 
 def test_cli_calibrate_refusals(run_copy: Path, run_fmnist, tmp_path: Path, learnable_dir: Path):
     run_fmnist("calibrate", str(tmp_path / "missing")).error_line("no such run folder")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    run_fmnist("calibrate", str(empty)).error_line("no model.safetensors")
     (run_copy / "config.json").write_text("{not json")
     run_fmnist("calibrate", str(run_copy)).error_line("config.json")
     run_fmnist("calibrate", str(run_copy), "--bins", "0").error_line("--bins")
