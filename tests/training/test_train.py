@@ -48,6 +48,23 @@ def test_the_final_model_is_the_best_validation_epoch(tmp_path: Path, learnable_
     )
 
 
+def test_select_on_val_accuracy_keeps_the_most_accurate_epoch(
+    tmp_path: Path, learnable_dir: Path, small_config: Path
+) -> None:
+    result = train(_config(small_config, epochs=4, select_on="val_accuracy"), tmp_path / "run", data=learnable_dir)
+    accuracies = [e["val_accuracy"] for e in result.history]
+    # The first epoch reaching the highest accuracy (a later tie is no improvement).
+    assert result.best_epoch == accuracies.index(max(accuracies)) + 1
+    assert load_model(tmp_path / "run").card.extra["best_epoch"] == result.best_epoch
+
+
+def test_select_on_must_name_a_validation_figure(small_config: Path) -> None:
+    from fmnist.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="select_on"):
+        _config(small_config, select_on="test_accuracy")
+
+
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path: Path, learnable_dir: Path, small_config: Path) -> None:
     train(_config(small_config, epochs=2, seed=3), tmp_path / "a", data=learnable_dir)
     train(_config(small_config, epochs=2, seed=3), tmp_path / "b", data=learnable_dir)

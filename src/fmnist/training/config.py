@@ -43,6 +43,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     patience: int = 6  # early stopping: epochs without a val-loss improvement; 0 disables it
     min_delta: float = 1e-4  # smallest val-loss decrease that counts as an improvement
+    # Which validation figure picks the epoch that is kept (and that patience watches):
+    # "val_loss", or "val_accuracy" for label-smoothed models, whose loss stops tracking
+    # accuracy late in a schedule.
+    select_on: str = "val_loss"
     ema_decay: float = 0.0  # exponential moving average of the weights; 0 disables it
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     val_fraction: float = 0.1  # share of the training split held out for validation
@@ -72,6 +76,7 @@ class TrainConfig:
             raise ConfigError(f"model {self.model!r} has no argument(s) {', '.join(unknown)}")
         checks = [
             (self.epochs >= 1, "epochs", "at least 1"),
+            (self.select_on in ("val_loss", "val_accuracy"), "select_on", "'val_loss' or 'val_accuracy'"),
             (self.batch_size >= 1, "batch_size", "at least 1"),
             (self.lr > 0, "lr", "positive"),
             (self.weight_decay >= 0, "weight_decay", "zero or positive"),

@@ -317,7 +317,9 @@ class Trainer:
                 val_loss, val_accuracy = validate(
                     self.evaluated_model, self.data.val_images, self.data.val_labels, self.config, self.context
                 )
-                improved = self.stopper.update(self.epochs_done, val_loss)
+                # The stopper minimises; accuracy is watched as its complement.
+                watched = val_loss if self.config.select_on == "val_loss" else 1.0 - val_accuracy
+                improved = self.stopper.update(self.epochs_done, watched)
                 if self.config.schedule == "plateau":
                     self.plateau.step(val_loss)
                 record.update(val_loss=round(val_loss, 6), val_accuracy=round(val_accuracy, 6))

@@ -61,6 +61,7 @@ RECIPES: dict[str, TrainConfig] = {
         label_smoothing=0.1,
         patience=0,
         ema_decay=0.999,
+        select_on="val_accuracy",
         augment=AugmentConfig(
             rotate_degrees=0.0, shift_fraction=0.0, flip=True, crop_padding=2, erase_probability=0.5
         ),
