@@ -114,18 +114,24 @@ def prepare_image(image: Image.Image, *, raw: bool = False) -> PreparedImage:
 
     warnings: list[str] = []
     rgba = _rgba(image)
-    alpha = rgba[..., 3:].astype(np.float64) / 255  # (H, W, 1); 0 = transparent
     corner_rows, corner_cols = [0, 0, -1, -1], [0, -1, 0, -1]
-    opaque_corners = alpha[corner_rows, corner_cols, 0] > 0
+    opaque_corners = rgba[corner_rows, corner_cols, 3] > 0
     if opaque_corners.any():
         background = np.median(rgba[corner_rows, corner_cols, :3][opaque_corners], axis=0)
     else:
         background = np.array([255.0, 255.0, 255.0])  # transparent: like the light studio background
     # Transparent pixels are background; half-transparent edges (anti-aliased cut-outs)
     # are blended over it, as a viewer would show them.
-    rgb = np.rint(rgba[..., :3] * alpha + background * (1 - alpha)).astype(np.uint8)
+    # (Skipped for opaque images, the common case: it is most of the time on large photos.)
+    if (rgba[..., 3] < 255).any():
+        alpha = rgba[..., 3:].astype(np.float32) / 255  # (H, W, 1); 0 = transparent
+        rgb = np.rint(rgba[..., :3] * alpha + background * (1 - alpha)).astype(np.uint8)
+    else:
+        rgb = np.ascontiguousarray(rgba[..., :3])
 
-    distance = np.abs(rgb.astype(np.int16) - background).max(axis=2)
+    # Per channel, in int16 (a float64 copy of a large photo costs more than the rest).
+    difference = np.abs(rgb.astype(np.int16) - np.rint(background).astype(np.int16))
+    distance = np.maximum(np.maximum(difference[..., 0], difference[..., 1]), difference[..., 2])  # max(axis=2), 3x faster
     foreground = distance > TRIM_TOLERANCE * 255
     if not foreground.any():
         warnings.append("no object found: the image is a single colour")
