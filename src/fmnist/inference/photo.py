@@ -146,9 +146,9 @@ def prepare_image(image: Image.Image, *, raw: bool = False) -> PreparedImage:
     scale = IMAGE_SIZE / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     resized = cropped.resize(size, Image.Resampling.NEAREST)  # subsampling, as the paper
-    # The paper's "Gaussian operator of radius and sigma 1.0" is ImageMagick's -sharpen 1x1.0:
-    # an unsharp mask with a Gaussian of sigma 1. Pillow's UnsharpMask radius is that sigma;
-    # percent=100 adds the full difference to the blurred copy back, threshold=0 sharpens every pixel.
+    # The paper's "Gaussian operator of radius and sigma 1.0", read as an unsharp mask whose
+    # Gaussian has sigma 1 (Pillow's UnsharpMask radius is that sigma); percent=100 adds the
+    # full difference from the blurred copy back, threshold=0 sharpens every pixel.
     sharpened = resized.filter(ImageFilter.UnsharpMask(radius=1.0, percent=100, threshold=0))
     fill = tuple(int(v) for v in np.rint(background))
     canvas = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), fill)
