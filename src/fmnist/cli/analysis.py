@@ -7,19 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from fmnist.cli.common import EXIT_USAGE, positive_int
+from fmnist.cli.common import EXIT_USAGE, non_negative_int, positive_int
 
 MAX_EXPLAIN_IMAGES = 256  # occlusion costs ~144 forward passes per image
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
 
 
 def _print_json(document: object) -> None:

@@ -18,14 +18,24 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"fmnist: error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
+def whole_number(text: str, low: int, high: int | None = None, what: str = "number") -> int:
+    """An int in [low, high] from a flag's text, or an argparse error naming the range."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a whole {what}, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        expected = f">= {low}" if high is None else f"between {low} and {high}"
+        raise argparse.ArgumentTypeError(f"expected a {what} {expected}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return whole_number(text, 0)
 
 
 def positive_float(text: str) -> float:

@@ -8,7 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
-from fmnist.cli.common import positive_float, positive_int, probability
+from fmnist.cli.common import positive_float, positive_int, probability, whole_number
 from fmnist.errors import ConfigError, RunError
 
 BACKEND_CHOICES = ("torch", "onnxruntime")
@@ -21,13 +21,7 @@ def non_negative_float(text: str) -> float:
 
 
 def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port between 0 and 65535 (0: any free port), got {value}")
-    return value
+    return whole_number(text, 0, 65535, what="port number (0: any free port)")
 
 
 def _listen(host: str, port: int) -> socket.socket:
