@@ -57,24 +57,26 @@ def page(browser, server):
 
 @pytest.fixture
 def confident_examples(real_run, real_fmnist_dir) -> list[tuple[np.ndarray, str]]:
-    """Three test images of different classes that the run classifies correctly with
-    probability > 0.95 (chosen by running the model here, not by hand)."""
+    """Three test images of different classes that the run classifies correctly by a wide
+    margin (chosen by running the model here, not by hand): for each class, the correct
+    prediction with the largest lead over the runner-up, kept if that lead is over 0.5.
+    (A margin, not a probability: label smoothing caps the run's top probability near 0.9.)"""
     from fmnist.data import load_split
     from fmnist.inference.predictor import load_predictor
 
     images, labels = load_split("test", real_fmnist_dir)
     predictor = load_predictor(real_run)
     probabilities = predictor.probabilities(images[:300])
-    examples, classes = [], set()
-    for index, row in enumerate(probabilities):
+    ranked = np.sort(probabilities, axis=1)
+    margins = np.where(probabilities.argmax(1) == labels[:300], ranked[:, -1] - ranked[:, -2], 0.0)
+    best_by_class = {}
+    for index in np.flatnonzero(margins > 0.5):
         label = int(labels[index])
-        if row.argmax() == label and row[label] > 0.95 and label not in classes:
-            examples.append((images[index], predictor.class_names[label]))
-            classes.add(label)
-        if len(examples) == 3:
-            break
-    assert len(examples) == 3, "the real run should be confident on three classes among 300 test images"
-    return examples
+        if label not in best_by_class or margins[index] > margins[best_by_class[label]]:
+            best_by_class[label] = index
+    chosen = sorted(best_by_class.values(), key=lambda index: -margins[index])[:3]
+    assert len(chosen) == 3, "the real run should be sure of three classes among 300 test images"
+    return [(images[index], predictor.class_names[int(labels[index])]) for index in chosen]
 
 
 def wait_for_answer(page) -> str:
