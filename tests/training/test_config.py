@@ -58,6 +58,8 @@ def test_saved_config_round_trips() -> None:
         ("recipe: turbo\n", "unknown recipe 'turbo'"),
         ("- just\n- a list\n", "expected a mapping"),
         ("epochs: [1\n", "cannot parse"),
+        # Regression: the fast recipe's flip TTA with flips turned off (77% instead of 91%).
+        ("augment: {flip: false}\n", "tta_flip must be false when training does not flip"),
     ],
 )
 def test_bad_settings_are_refused_with_the_setting_named(tmp_path: Path, text: str, fragment: str) -> None:
@@ -75,3 +77,12 @@ def test_config_file_errors_name_the_file(tmp_path: Path) -> None:
     odd.write_text("x=1")
     with pytest.raises(ConfigError, match="unknown config format"):
         read_config_file(odd)
+
+
+def test_no_augment_flag_also_turns_off_flip_tta() -> None:
+    from fmnist.cli import build_parser
+    from fmnist.cli.train import config_overrides
+
+    args = build_parser().parse_args(["train", "--no-augment"])
+    config = resolve_config(args.recipe, overrides=config_overrides(args))
+    assert not config.augment.enabled and not config.tta_flip

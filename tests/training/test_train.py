@@ -89,3 +89,14 @@ def test_early_stopping_stops_and_is_recorded(tmp_path: Path, learnable_dir: Pat
     result = train(config, tmp_path / "run", data=learnable_dir)
     assert result.stopped_early
     assert len(result.history) < 10
+
+
+def test_autocast_only_where_bfloat16_is_native() -> None:
+    import torch
+
+    from fmnist.training.precision import autocast_dtype, native_bfloat16
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, False) is None
+    assert autocast_dtype(torch.device("cuda"), True) is torch.bfloat16
+    assert autocast_dtype(cpu, True) is (torch.bfloat16 if native_bfloat16(cpu) else None)

@@ -65,7 +65,9 @@ def config_overrides(args: argparse.Namespace) -> dict:
         "base_run": _absolute(args.base),
     }
     if args.no_augment:
+        # Without flipped training images the mirror pass of flip TTA only adds noise.
         overrides["augment"] = {"enabled": False}
+        overrides["tta_flip"] = False
     if args.full and args.patience is None:
         overrides["patience"] = 0  # nothing to stop on without a validation split
     return overrides

@@ -7,7 +7,6 @@ rank 0 writes the run folder.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -41,6 +40,7 @@ from fmnist.training.config import TrainConfig, config_from_dict, dump_config
 from fmnist.training.data_prep import TrainingData, prepare_data
 from fmnist.training.distributed import Distributed
 from fmnist.training.early_stopping import EarlyStopping
+from fmnist.training.precision import autocast, autocast_dtype
 from fmnist.training.run_folder import RunPaths, provenance
 from fmnist.training.schedule import PlateauScaler, scheduled_lr
 from fmnist.training.specialist import fit_combination_weight, specialist_card
@@ -240,11 +240,6 @@ class Trainer:
             group["lr"] = lr * lr_scale(group, self.config, self.epochs_done)
         return lr
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.config.amp and self.context.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def train_one_epoch(self) -> tuple[float, float, float]:
         """Returns (mean train loss, train accuracy on augmented batches, last lr), over all ranks."""
         config, data, context = self.config, self.data, self.context
@@ -272,7 +267,7 @@ class Trainer:
                     images = images.contiguous(memory_format=torch.channels_last)
                 labels = data.train_labels[batch].to(context.device, non_blocking=True)
                 lr = self._set_lr()
-                with self._autocast():
+                with autocast(self.context.device, self.config.amp):
                     logits = self.trained(images)
                     loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -426,7 +421,12 @@ def _run(
                 )
                 paths.root.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(paths.config, dump_config(config))
-                run_info = {**provenance(threads), "processes": context.world_size, "device": str(context.device)}
+                run_info = {
+                    **provenance(threads),
+                    "processes": context.world_size,
+                    "device": str(context.device),
+                    "autocast": str(autocast_dtype(context.device, config.amp) or "off"),
+                }
                 atomic_write_json(paths.provenance, {**run_info, "data": training_data.description})
         else:
             trainer.restore(state)
