@@ -36,7 +36,10 @@ def test_two_processes_train_one_run_folder_and_resume_exactly(tmp_path: Path, l
     assert done.stdout.count("test accuracy") == 1
     epochs = [json.loads(line) for line in (reference / "epochs.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
-    assert epochs[-1]["val_accuracy"] > 0.5  # it learned, across both shards
+    # It learned, across both shards: well above chance (0.1) on the 40 validation
+    # images, with the validation loss falling every epoch.
+    assert epochs[-1]["val_accuracy"] >= 0.4
+    assert epochs[0]["val_loss"] > epochs[1]["val_loss"] > epochs[2]["val_loss"]
     assert json.loads((reference / "run.json").read_text())["processes"] == 2
     assert (reference / "metrics.json").is_file()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import sys
@@ -58,6 +59,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         raise ConfigError("serving needs FastAPI and uvicorn", "pip install 'fmnist[serve]'") from None
 
+    threads = args.threads
+    if threads is None and args.workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // args.workers)  # the cores shared out, not oversubscribed
     settings = ServeSettings(
         model=args.model,
         backend=args.backend,
@@ -67,23 +71,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         min_confidence=args.min_confidence,
-        threads=args.threads,
+        threads=threads,
     )
     try:
         predictor = load_serving_predictor(settings)  # a bad model path fails here, in one line
     except BaseException:
         listener.close()
         raise
-    config = uvicorn.Config(
-        create_app(settings, predictor=predictor),
-        log_level=args.log_level,
-        timeout_graceful_shutdown=10,
-        access_log=args.log_level in ("info", "debug"),
-    )
+    options = {
+        "log_level": args.log_level,
+        "timeout_graceful_shutdown": 10,
+        "access_log": args.log_level in ("info", "debug"),
+    }
     host, port = listener.getsockname()[:2]
-    print(f"serving {args.model} ({args.backend}) on http://{host}:{port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    processes = f", {args.workers} worker processes" if args.workers > 1 else ""
+    print(
+        f"serving {args.model} ({args.backend}{processes}) on http://{host}:{port}/ (Ctrl-C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
+    if args.workers > 1:
+        from fmnist.serving.workers import serve_with_workers
+
+        del predictor  # checked; each worker loads its own
+        serve_with_workers(settings, listener, workers=args.workers, **options)
+        return 0
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.Server(config).run(sockets=[listener])
+    uvicorn.Server(uvicorn.Config(create_app(settings, predictor=predictor), **options)).run(sockets=[listener])
     return 0
 
 
@@ -101,6 +115,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-files", type=positive_int, default=64, help="most images per request")
     serve.add_argument("--max-pixels", type=positive_int, default=24_000_000, help="most pixels per image (bomb guard)")
     serve.add_argument("--min-confidence", type=probability, default=0.0, help="answer 'uncertain' below this probability")
-    serve.add_argument("--threads", type=positive_int, default=None, help="backend threads (default: all cores)")
+    serve.add_argument(
+        "--workers", type=positive_int, default=1, help="server processes sharing the port (each loads the model)"
+    )
+    serve.add_argument(
+        "--threads", type=positive_int, default=None, help="backend threads per process (default: the cores / --workers)"
+    )
     serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(handler=cmd_serve)

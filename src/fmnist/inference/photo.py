@@ -78,14 +78,19 @@ def _decode(handle: BinaryIO, name: str, max_pixels: int) -> Image.Image:
 def _is_dataset_style(image: Image.Image) -> bool:
     if image.size != (IMAGE_SIZE, IMAGE_SIZE):
         return False
+    if image.mode == "L":  # the common case (dataset images saved as PNG): no conversion
+        return _dark_corners(np.asarray(image))
     rgba = _rgba(image)
     if (rgba[..., 3] < 255).any():  # transparency: a cut-out, not a dataset image
         return False
     rgb = rgba[..., :3].astype(np.int16)
     if np.abs(rgb - rgb[..., :1]).max() > 8:  # coloured: a photo, not a dataset image
         return False
-    corners = rgb[[0, 0, -1, -1], [0, -1, 0, -1], 0]
-    return corners.mean() < DARK_CORNERS
+    return _dark_corners(rgb[..., 0])
+
+
+def _dark_corners(grey: np.ndarray) -> bool:
+    return grey[[0, 0, -1, -1], [0, -1, 0, -1]].mean() < DARK_CORNERS
 
 
 def _rgba(image: Image.Image) -> np.ndarray:
@@ -104,7 +109,7 @@ def _rgba(image: Image.Image) -> np.ndarray:
 def prepare_image(image: Image.Image, *, raw: bool = False) -> PreparedImage:
     """The 28x28 uint8 image the model sees, and warnings about inputs unlike the data."""
     if raw or _is_dataset_style(image):
-        grey = Image.fromarray(_rgba(image)).convert("L")
+        grey = image if image.mode == "L" else Image.fromarray(_rgba(image)).convert("L")
         if grey.size != (IMAGE_SIZE, IMAGE_SIZE):
             raise DataError(
                 f"--raw needs a {IMAGE_SIZE}x{IMAGE_SIZE} image, got {grey.size[0]}x{grey.size[1]}",

@@ -1,11 +1,17 @@
-"""A CNN sized for the FLOP budget of a 2-core CPU: ~8 MFLOPs per image.
+"""A CNN sized for the FLOP budget of a 2-core CPU: ~7.5 MFLOPs per image.
 
 Design (measured on the validation split; see the README's fast-recipe notes):
 - Downsample at once: a 3x3 stride-2 stem takes 28x28 to 14x14, so no layer pays for
-  full resolution. On this CPU, time per image tracks FLOPs closely once past the stem.
+  full resolution.
 - The stem's filters are not learned: they whiten 3x3 patches (PCA of training patches,
   each direction and its negative), as in airbench's CIFAR-10 speed runs. Training
   starts from decorrelated inputs and reaches a given accuracy in fewer epochs.
+- Nothing trainable before the first convolution (the whitened stem needs no BatchNorm),
+  so backpropagation stops there: no input gradient for it. And at 14x14 the block
+  pools before normalising (conv -> max-pool -> BatchNorm -> ReLU, as airbench's blocks
+  do), so BatchNorm and ReLU run on a quarter of the pixels. Together: 1.37x the
+  training images/s of the stem-BatchNorm, pool-last layout under bfloat16 on the
+  reference CPU, with the same validation accuracy (6 epochs, 3 seeds: 93.34% vs 93.43%).
 - Few, wide layers: one conv at 14x14, two at 7x7, a max-pooled 3x3 grid into the head.
 """
 
@@ -68,10 +74,11 @@ class FastCNN(nn.Module):
         self.normalize = Normalize()
         self.stem = WhiteningStem()
         self.features = nn.Sequential(
-            nn.BatchNorm2d(self.stem.out_channels),
-            nn.ReLU(inplace=True),
-            *_conv_bn_relu(self.stem.out_channels, width_14),  # 14x14
+            nn.ReLU(inplace=True),  # of the whitened patches and their negatives
+            nn.Conv2d(self.stem.out_channels, width_14, kernel_size=3, padding=1, bias=False),  # 14x14
             nn.MaxPool2d(2),
+            nn.BatchNorm2d(width_14),
+            nn.ReLU(inplace=True),
             *_conv_bn_relu(width_14, width_7),  # 7x7
             *_conv_bn_relu(width_7, width_7),
             nn.AdaptiveMaxPool2d(3),

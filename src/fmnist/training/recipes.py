@@ -20,18 +20,20 @@ RECIPES: dict[str, TrainConfig] = {
         patience=6,
         augment=AugmentConfig(rotate_degrees=10.0, shift_fraction=0.1),
     ),
-    # The fast recipe: a whitened-stem CNN sized for a 2-core CPU, a fixed 12-epoch
+    # The fast recipe: a whitened-stem CNN sized for a 2-core CPU, a fixed 10-epoch
     # one-cycle schedule (no early stopping: the schedule ends at the best point),
     # SGD with Nesterov momentum at a high peak rate, label smoothing, flips only
     # (cheap, and garments are left-right symmetric) and flip test-time augmentation.
+    # Length and peak rate chosen on the validation split (3 seeds, mean accuracy):
+    # 10 epochs at 0.3 gave 93.62%, 12 at 0.4 93.68%, 8 at 0.3 93.37%, 6 at 0.2 93.34%.
     "fast": TrainConfig(
         recipe="fast",
         model="fast_cnn",
         model_args={"width_14": 32, "width_7": 64},
-        epochs=12,
+        epochs=10,
         batch_size=256,
         optimizer="sgd",
-        lr=0.4,
+        lr=0.3,
         momentum=0.9,
         nesterov=True,
         weight_decay=5e-4,
