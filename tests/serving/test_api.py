@@ -13,7 +13,8 @@ def test_health_and_readiness(server):
     assert server.request("GET", "/healthz").json() == {"status": "ok"}
     ready = server.request("GET", "/readyz")
     assert ready.status == 200
-    assert ready.json() == {"status": "ready", "model": "run"}  # tiny_run's folder is called "run"
+    document = ready.json()
+    assert document == {"status": "ready", "model": "run", "pid": server.process.pid}  # tiny_run's folder is "run"
 
 
 def test_predict_reply_shape(server, tiny_run):

@@ -27,6 +27,7 @@ def test_port_in_use_and_bad_ports(run_fmnist, tiny_run):
 def test_bad_options(run_fmnist, tiny_run):
     run_fmnist("serve", str(tiny_run), "--max-batch", "0").error_line("--max-batch")
     run_fmnist("serve", str(tiny_run), "--max-wait-ms", "-1").error_line("--max-wait-ms")
+    run_fmnist("serve", str(tiny_run), "--workers", "0").error_line("--workers")
     run_fmnist("serve", str(tiny_run), "--min-confidence", "2").error_line("--min-confidence")
     run_fmnist("serve", str(tiny_run), "--backend", "tensorflow").error_line("--backend")
 

@@ -66,11 +66,20 @@ def _decode(handle: BinaryIO, name: str, max_pixels: int) -> Image.Image:
                     f"{name}: image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}",
                     "send a smaller image",
                 )
-            image.seek(0)  # first frame of an animation
-            image.load()
-            return ImageOps.exif_transpose(image)
+            return decode_opened(image, name)
     except (UnidentifiedImageError, Image.DecompressionBombError):
         raise DataError(f"{name}: not a supported image", "send a PNG, JPEG, WebP or GIF file") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise DataError(f"{name}: corrupt or truncated image ({error})", "send a complete image file") from None
+
+
+def decode_opened(image: Image.Image, name: str) -> Image.Image:
+    """Decode an image that ``Image.open`` has only read the header of (the caller checked
+    its size): the first frame of an animation, EXIF orientation applied."""
+    try:
+        image.seek(0)
+        image.load()
+        return ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise DataError(f"{name}: corrupt or truncated image ({error})", "send a complete image file") from None
 

@@ -8,8 +8,10 @@ JSON 500 without a traceback (the traceback goes to the server log only).
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from starlette.exceptions import HTTPException
 
 from fmnist import __version__
 from fmnist.errors import FmnistError
-from fmnist.inference.photo import prepare_photo
+from fmnist.inference.photo import decode_opened, prepare_image
 from fmnist.inference.predictor import Predictor, top_k
 from fmnist.serving.batcher import BatcherStopped, MicroBatcher
 from fmnist.serving.limits import (
@@ -35,7 +37,7 @@ from fmnist.serving.limits import (
     Limits,
     RequestRefused,
     Upload,
-    check_request_headers,
+    open_request_images,
     read_uploads,
 )
 from fmnist.serving.metrics import Metrics, MetricsMiddleware
@@ -65,11 +67,11 @@ def _png_data_url(image: np.ndarray) -> str:
 
 def _prepare(uploads: list[Upload], limits: Limits) -> tuple[np.ndarray, list[list[str]]]:
     """uint8 images (n, 28, 28) and per-image warnings; refuses the whole request on a bad file."""
-    check_request_headers(uploads, limits)
+    opened = open_request_images(uploads, limits)  # every header checked before any decoding
     images, warnings = [], []
-    for index, upload in enumerate(uploads, start=1):
+    for index, (upload, image) in enumerate(zip(uploads, opened), start=1):
         try:
-            prepared = prepare_photo(upload.data, max_pixels=limits.max_pixels)
+            prepared = prepare_image(decode_opened(image, "upload"))
         except FmnistError as error:
             raise RequestRefused(422, f"file {index} ({upload.filename!r}): {error.problem}", error.fix or "send another image") from None
         images.append(prepared.image)
@@ -112,6 +114,10 @@ def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -
         )
         batcher.start()
         app.state.predictor, app.state.batcher = loaded, batcher
+        # Everything loaded so far (the libraries, the model) lives as long as the server:
+        # keep it out of the garbage collector's full passes, which would otherwise scan
+        # those objects while requests wait.
+        gc.freeze()
         app.state.model_name = loaded.name
         try:
             yield
@@ -171,7 +177,8 @@ def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -
     async def readyz(request: Request) -> JSONResponse:
         if request.app.state.predictor is None:
             return JSONResponse({"status": "loading"}, status_code=503)
-        return JSONResponse({"status": "ready", "model": request.app.state.model_name})
+        # The process id tells apart the workers of `fmnist serve --workers N`.
+        return JSONResponse({"status": "ready", "model": request.app.state.model_name, "pid": os.getpid()})
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus() -> Response:

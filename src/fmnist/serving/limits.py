@@ -143,18 +143,19 @@ async def read_uploads(request: Request, limits: Limits) -> list[Upload]:
         await form.close()
 
 
-def check_image_header(upload: Upload, index: int, max_pixels: int) -> int:
-    """Refuse empty files, non-images and images over ``max_pixels``, reading only the
-    header; returns the image's pixel count."""
+def open_image_header(upload: Upload, index: int, max_pixels: int) -> Image.Image:
+    """The image of ``upload`` with only its header read; refuses empty files, non-images
+    and images over ``max_pixels`` before any pixel is decoded."""
     name = f"file {index} ({upload.filename!r})"
     if not upload.data:
         raise RequestRefused(400, f"{name} is empty", "send a non-empty image file")
+    image = None
     try:
         with warnings.catch_warnings():
             # Pillow warns above its own limit and raises above twice it; ours is checked below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(BytesIO(upload.data)) as image:
-                width, height = image.size
+            image = Image.open(BytesIO(upload.data))
+            width, height = image.size
     except Image.DecompressionBombError:
         width = height = None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
@@ -164,15 +165,18 @@ def check_image_header(upload: Upload, index: int, max_pixels: int) -> int:
         raise RequestRefused(
             413, f"{name} is {size} over the limit of {max_pixels:,} pixels", "scale the image down before sending it"
         )
-    return width * height
+    return image
 
 
-def check_request_headers(uploads: list[Upload], limits: Limits) -> None:
-    """Check every file's header, and their pixels together, before decoding any of them."""
-    total = sum(check_image_header(upload, index, limits.max_pixels) for index, upload in enumerate(uploads, start=1))
+def open_request_images(uploads: list[Upload], limits: Limits) -> list[Image.Image]:
+    """Every file's image, header read only, after checking all headers and the pixels of
+    all images together: nothing is decoded unless the whole request is within limits."""
+    images = [open_image_header(upload, index, limits.max_pixels) for index, upload in enumerate(uploads, start=1)]
+    total = sum(image.size[0] * image.size[1] for image in images)
     if total > limits.max_request_pixels:
         raise RequestRefused(
             413,
             f"the request's images have {total:,} pixels together, over the limit of {limits.max_request_pixels:,}",
             "send fewer or smaller images per request",
         )
+    return images
