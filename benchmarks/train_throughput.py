@@ -1,10 +1,12 @@
 """Training throughput of each registered model on this CPU: images/s and % of matmul peak.
 
 One training step = forward, backward and optimizer step on a batch of random images
-(channels_last, as training does). Achieved FLOP/s counts a step as 3x the forward
-FLOPs (the usual estimate: backward costs about twice the forward). Prints JSON.
+(channels_last, as training does), under the autocast training uses: bfloat16 where the
+CPU computes it natively (``--no-amp`` for float32, to see what it buys). Achieved FLOP/s
+counts a step as 3x the forward FLOPs (the usual estimate: backward costs about twice the
+forward). Prints JSON.
 
-    python benchmarks/train_throughput.py [--models seed_cnn ...] [--batch-size 256] [--threads N]
+    python benchmarks/train_throughput.py [--models seed_cnn ...] [--batch-size 256] [--threads N] [--no-amp]
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import matmul_peak_flops, median_seconds, provenance  # noqa: E402
 
 from fmnist.models import count_flops, count_parameters, create_model, list_models  # noqa: E402
+from fmnist.training.precision import autocast, autocast_dtype  # noqa: E402
+
+CPU = torch.device("cpu")
 
 
-def training_throughput(name: str, batch_size: int, repeats: int) -> dict:
+def training_throughput(name: str, batch_size: int, repeats: int, amp: bool) -> dict:
     torch.manual_seed(0)
     model = create_model(name).to(memory_format=torch.channels_last)
     flops = count_flops(model)
@@ -33,7 +38,8 @@ def training_throughput(name: str, batch_size: int, repeats: int) -> dict:
     labels = torch.randint(0, 10, (batch_size,))
 
     def step() -> None:
-        loss = F.cross_entropy(model(images), labels)
+        with autocast(CPU, amp):
+            loss = F.cross_entropy(model(images).float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -61,18 +67,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-amp", action="store_true", help="float32 even where bfloat16 is native")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     peak = matmul_peak_flops()
     rows = []
     for name in args.models or list_models():
-        row = training_throughput(name, args.batch_size, args.repeats)
+        row = training_throughput(name, args.batch_size, args.repeats, amp=not args.no_amp)
         row["percent_of_matmul_peak"] = round(100 * row["achieved_gflops"] * 1e9 / peak, 1)
         rows.append(row)
     print(json.dumps({
         "benchmark": "train_throughput",
         "batch_size": args.batch_size,
+        "autocast": str(autocast_dtype(CPU, not args.no_amp) or "off"),
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "models": rows,
         "provenance": provenance(),
