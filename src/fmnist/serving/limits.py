@@ -149,7 +149,6 @@ def open_image_header(upload: Upload, index: int, max_pixels: int) -> Image.Imag
     name = f"file {index} ({upload.filename!r})"
     if not upload.data:
         raise RequestRefused(400, f"{name} is empty", "send a non-empty image file")
-    image = None
     try:
         with warnings.catch_warnings():
             # Pillow warns above its own limit and raises above twice it; ours is checked below.

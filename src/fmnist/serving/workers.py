@@ -24,9 +24,9 @@ from fastapi import FastAPI
 
 from fmnist.serving.app import ServeSettings, create_app
 from fmnist.serving.limits import Limits
+from fmnist.serving.metrics import MULTIPROCESS_DIR_ENV
 
 SETTINGS_ENV = "FMNIST_SERVE_SETTINGS"  # the workers' ServeSettings, as JSON
-METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's name for the shared folder
 
 
 def encode_settings(settings: ServeSettings) -> str:
@@ -53,7 +53,7 @@ def serve_with_workers(settings: ServeSettings, listener: socket.socket, *, work
     metrics_dir = Path(tempfile.mkdtemp(prefix="fmnist-metrics-"))
     # Set before any worker starts: spawned processes inherit the environment.
     os.environ[SETTINGS_ENV] = encode_settings(settings)
-    os.environ[METRICS_DIR_ENV] = str(metrics_dir)
+    os.environ[MULTIPROCESS_DIR_ENV] = str(metrics_dir)
     config = uvicorn.Config(
         "fmnist.serving.workers:create_worker_app", factory=True, workers=workers, **uvicorn_options
     )
