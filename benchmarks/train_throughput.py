@@ -28,7 +28,7 @@ from fmnist.training.precision import autocast, autocast_dtype  # noqa: E402
 CPU = torch.device("cpu")
 
 
-def training_throughput(name: str, batch_size: int, repeats: int, amp: bool) -> dict:
+def training_throughput(name: str, batch_size: int, repeats: int, dtype: torch.dtype | None) -> dict:
     torch.manual_seed(0)
     model = create_model(name).to(memory_format=torch.channels_last)
     flops = count_flops(model)
@@ -38,7 +38,7 @@ def training_throughput(name: str, batch_size: int, repeats: int, amp: bool) -> 
     labels = torch.randint(0, 10, (batch_size,))
 
     def step() -> None:
-        with autocast(CPU, amp):
+        with autocast(CPU, dtype):
             loss = F.cross_entropy(model(images).float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -71,16 +71,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    dtype = autocast_dtype(CPU, not args.no_amp)
     peak = matmul_peak_flops()
     rows = []
     for name in args.models or list_models():
-        row = training_throughput(name, args.batch_size, args.repeats, amp=not args.no_amp)
+        row = training_throughput(name, args.batch_size, args.repeats, dtype)
         row["percent_of_matmul_peak"] = round(100 * row["achieved_gflops"] * 1e9 / peak, 1)
         rows.append(row)
     print(json.dumps({
         "benchmark": "train_throughput",
         "batch_size": args.batch_size,
-        "autocast": str(autocast_dtype(CPU, not args.no_amp) or "off"),
+        "autocast": str(dtype or "off"),
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "models": rows,
         "provenance": provenance(),

@@ -151,6 +151,7 @@ class Trainer:
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, config)
+        self.autocast_dtype = autocast_dtype(context.device, config.amp)  # None: float32
         self.ema = (
             AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
             if config.ema_decay > 0
@@ -267,7 +268,7 @@ class Trainer:
                     images = images.contiguous(memory_format=torch.channels_last)
                 labels = data.train_labels[batch].to(context.device, non_blocking=True)
                 lr = self._set_lr()
-                with autocast(self.context.device, self.config.amp):
+                with autocast(self.context.device, self.autocast_dtype):
                     logits = self.trained(images)
                     loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -425,7 +426,7 @@ def _run(
                     **provenance(threads),
                     "processes": context.world_size,
                     "device": str(context.device),
-                    "autocast": str(autocast_dtype(context.device, config.amp) or "off"),
+                    "autocast": str(trainer.autocast_dtype or "off"),
                 }
                 atomic_write_json(paths.provenance, {**run_info, "data": training_data.description})
         else:
