@@ -11,13 +11,14 @@ from collections.abc import Callable
 import torch
 
 import fmnist
-from fmnist.training.run_folder import git_revision
+from fmnist.training.run_folder import git_dirty, git_revision
 
 
 def provenance() -> dict:
     return {
         "fmnist": fmnist.__version__,
         "git_revision": git_revision(),
+        "git_dirty": git_dirty(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),

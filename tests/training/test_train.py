@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -100,3 +101,38 @@ def test_autocast_only_where_bfloat16_is_native() -> None:
     assert autocast_dtype(cpu, False) is None
     assert autocast_dtype(torch.device("cuda"), True) is torch.bfloat16
     assert autocast_dtype(cpu, True) is (torch.bfloat16 if native_bfloat16(cpu) else None)
+
+
+def test_a_model_left_at_chance_level_is_warned_about(
+    tmp_path: Path, data_files, small_config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Identical images with balanced labels: nothing to learn, so validation accuracy is
+    # exactly chance (10%) while the loss stays finite and no divergence check fires.
+    from conftest import TinyData
+
+    labels = np.arange(400) % 10
+    folder = tmp_path / "blank"
+    data_files.idx_split(folder, TinyData(np.full((400, 28, 28), 128, np.uint8), labels.astype(np.uint8)))
+    with caplog.at_level("WARNING", logger="fmnist.training.loop"):
+        result = train(_config(small_config), tmp_path / "run", data=folder)
+    assert [e["val_accuracy"] for e in result.history] == [0.1, 0.1, 0.1]
+    warnings = [r.getMessage() for r in caplog.records if "chance level" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once, not every epoch
+    assert "after 2 epochs" in warnings[0] and "--lr" in warnings[0]
+
+
+def test_a_learning_model_gets_no_chance_warning(
+    tmp_path: Path, learnable_dir: Path, small_config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="fmnist.training.loop"):
+        train(_config(small_config), tmp_path / "run", data=learnable_dir)
+    assert not [r for r in caplog.records if "chance level" in r.getMessage()]
+
+
+def test_a_short_run_of_the_default_recipe_learns(tmp_path: Path, real_fmnist_dir: Path) -> None:
+    # 2,000 images for 3 epochs is 21 steps, 4 of them warm-up: without gradient clipping
+    # the first steps at the recipe's peak rate left this run at 10% (chance) for good.
+    config = resolve_config(overrides={"subset": 2000, "epochs": 3, "seed": 0})
+    assert config.recipe == "fast" and config.grad_clip > 0
+    result = train(config, tmp_path / "run", data=real_fmnist_dir)
+    assert result.history[-1]["val_accuracy"] > 0.5

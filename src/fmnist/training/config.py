@@ -39,8 +39,12 @@ class TrainConfig:
     nesterov: bool = True  # SGD only
     schedule: str = "plateau"  # plateau: halve the lr after plateau_patience epochs without progress
     plateau_patience: int = 2
-    warmup_fraction: float = 0.25  # onecycle: share of the steps spent rising to the peak lr
+    warmup_fraction: float = 0.25  # onecycle and cosine: share of the steps spent rising to the peak lr
     label_smoothing: float = 0.0
+    # Largest global gradient norm a step may apply (larger gradients are scaled down to
+    # it); 0 disables it. The first steps of a fresh network have norms of 8-20: with a
+    # high peak rate and few warm-up steps (a short --subset run) they wreck it for good.
+    grad_clip: float = 0.0
     patience: int = 6  # early stopping: epochs without a val-loss improvement; 0 disables it
     min_delta: float = 1e-4  # smallest val-loss decrease that counts as an improvement
     # Which validation figure picks the epoch that is kept (and that patience watches):
@@ -86,6 +90,7 @@ class TrainConfig:
             (self.plateau_patience >= 1, "plateau_patience", "at least 1"),
             (0 < self.warmup_fraction < 1, "warmup_fraction", "in (0, 1)"),
             (0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)"),
+            (self.grad_clip >= 0, "grad_clip", "zero (off) or positive"),
             (self.patience >= 0, "patience", "zero (off) or positive"),
             (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
             (0 < self.val_fraction < 1, "val_fraction", "in (0, 1)"),

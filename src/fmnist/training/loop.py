@@ -167,6 +167,7 @@ class Trainer:
         self.plateau = PlateauScaler(config.plateau_patience)
         self.epochs_done = 0
         self.step = 0
+        self.warned_at_chance = False
         self.history: list[dict] = []
         self.best_model = self._snapshot()
         # Each rank trains on 1/world of the images with 1/world of the batch, so the
@@ -273,6 +274,9 @@ class Trainer:
                     loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if config.grad_clip > 0:
+                    # After backward, so under DDP the norm is that of the all-reduced gradient.
+                    nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip, foreach=True)
                 self.optimizer.step()
                 if self.ema is not None:
                     self.ema.update_parameters(self.model)
@@ -319,6 +323,7 @@ class Trainer:
                 if self.config.schedule == "plateau":
                     self.plateau.step(val_loss)
                 record.update(val_loss=round(val_loss, 6), val_accuracy=round(val_accuracy, 6))
+                self._warn_if_at_chance(val_accuracy)
             else:
                 # No validation split (--full): the fixed schedule decides; keep the last epoch.
                 improved = self.stopper.update(self.epochs_done, -float(self.epochs_done))
@@ -340,6 +345,20 @@ class Trainer:
                 if on_epoch is not None:
                     on_epoch(EpochEnd(record=record, model=self.evaluated_model, config=self.config))
             self.context.barrier()
+
+    def _warn_if_at_chance(self, val_accuracy: float) -> None:
+        """A finite loss is no proof of learning: too high a rate for the run's number of
+        steps can leave the network guessing for good. Say so once, while there is time."""
+        classes = int(self.data.train_labels.max()) + 1
+        if self.epochs_done < 2 or self.warned_at_chance or val_accuracy > 1.5 / classes:
+            return
+        self.warned_at_chance = True
+        if self.context.is_main:
+            log.warning(
+                "validation accuracy is %.1f%% after %d epochs, chance level for %d classes: the model is not "
+                "learning; lower the learning rate (--lr, now %g) or train on more images",
+                100 * val_accuracy, self.epochs_done, classes, self.config.lr,
+            )
 
     def finish(self) -> nn.Module:
         """Load the best weights and (rank 0) write the final, self-describing model file."""

@@ -26,6 +26,10 @@ RECIPES: dict[str, TrainConfig] = {
     # (cheap, and garments are left-right symmetric) and flip test-time augmentation.
     # Length and peak rate chosen on the validation split (3 seeds, mean accuracy):
     # 10 epochs at 0.3 gave 93.62%, 12 at 0.4 93.68%, 8 at 0.3 93.37%, 6 at 0.2 93.34%.
+    # Gradients clipped to norm 1: the same accuracy over 10 epochs (93.67%, and a third
+    # of the spread between seeds), but short runs no longer wreck the network in their
+    # few warm-up steps (6,000 images, 1 epoch: 17% -> 73%; 2,000 images, 3 epochs:
+    # 10% -> 71%; all 54,000 images, 1 epoch: 86.6% -> 90.1%).
     "fast": TrainConfig(
         recipe="fast",
         model="fast_cnn",
@@ -40,6 +44,7 @@ RECIPES: dict[str, TrainConfig] = {
         schedule="onecycle",
         warmup_fraction=0.2,
         label_smoothing=0.1,
+        grad_clip=1.0,
         patience=0,
         augment=AugmentConfig(rotate_degrees=0.0, shift_fraction=0.0, flip=True),
         tta_flip=True,

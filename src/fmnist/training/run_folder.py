@@ -70,16 +70,25 @@ def default_run_dir(model: str, base: Path = Path("runs")) -> Path:
     return candidate
 
 
-def git_revision() -> str | None:
-    """The git commit of the fmnist source, when it is a checkout (else None)."""
+def _git(*args: str) -> subprocess.CompletedProcess | None:
     source = Path(fmnist.__file__).resolve().parent
     try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5, check=False
-        )
+        return subprocess.run(["git", *args], cwd=source, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def git_revision() -> str | None:
+    """The git commit of the fmnist source, when it is a checkout (else None)."""
+    result = _git("rev-parse", "HEAD")
+    return result.stdout.strip() or None if result is not None and result.returncode == 0 else None
+
+
+def git_dirty() -> bool | None:
+    """Whether tracked files differ from that commit (the figures are then not of the
+    commit alone); None outside a checkout."""
+    result = _git("status", "--porcelain", "--untracked-files=no")
+    return bool(result.stdout.strip()) if result is not None and result.returncode == 0 else None
 
 
 def provenance(threads: int) -> dict:
@@ -87,6 +96,7 @@ def provenance(threads: int) -> dict:
     return {
         "fmnist": fmnist.__version__,
         "git_revision": git_revision(),
+        "git_dirty": git_dirty(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,

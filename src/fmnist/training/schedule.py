@@ -9,20 +9,22 @@ from dataclasses import dataclass
 def scheduled_lr(schedule: str, *, peak: float, step: int, total_steps: int, warmup_fraction: float) -> float:
     """The learning rate at optimizer step ``step`` (0-based) for a step-based schedule.
 
-    onecycle: linear warm-up from peak/25 to peak, then cosine down to peak/1e4
-    (the shape of Smith & Topin's one-cycle policy). cosine: cosine from peak to 0.
+    onecycle: linear warm-up from peak/25 to peak over ``warmup_fraction`` of the steps,
+    then cosine down to peak/1e4 (the shape of Smith & Topin's one-cycle policy).
+    cosine: the same warm-up, then cosine down to 0. Without a warm-up a high peak rate
+    hits the untrained network at full strength and can leave it at chance level for
+    good (fast_cnn at 0.4: 10% validation accuracy, with no NaN to stop on).
     constant and plateau: the peak (plateau scales it per epoch, see PlateauScaler).
     """
     progress = min(step / max(total_steps, 1), 1.0)
-    if schedule == "onecycle":
-        start, end = peak / 25, peak / 1e4
-        if progress < warmup_fraction:
-            return start + (peak - start) * progress / warmup_fraction
-        tail = (progress - warmup_fraction) / (1 - warmup_fraction)
-        return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * tail))
-    if schedule == "cosine":
-        return peak * 0.5 * (1 + math.cos(math.pi * progress))
-    return peak
+    if schedule not in ("onecycle", "cosine"):
+        return peak
+    start = peak / 25
+    if progress < warmup_fraction:
+        return start + (peak - start) * progress / warmup_fraction
+    end = peak / 1e4 if schedule == "onecycle" else 0.0
+    tail = (progress - warmup_fraction) / (1 - warmup_fraction)
+    return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * tail))
 
 
 @dataclass
