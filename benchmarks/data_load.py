@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import provenance  # noqa: E402
+from common import provenance
 
 CHILD = """
 import sys, time, json

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import matmul_peak_flops, median_seconds, provenance  # noqa: E402
+from common import matmul_peak_flops, median_seconds, provenance
 
-from fmnist.models import count_flops, count_parameters, create_model, list_models  # noqa: E402
+from fmnist.models import count_flops, count_parameters, create_model, list_models
 
 
 @torch.inference_mode()

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import provenance  # noqa: E402
+from common import provenance
 
 THRESHOLDS = (0.92, 0.93, 0.94, 0.95)
 
@@ -78,7 +78,7 @@ def run_seed(recipe: str, seed: int, overrides: dict, data: str | None, eval_eve
         launched = time.time()
         done = subprocess.run(
             [sys.executable, "-c", CHILD, repr(launched), json.dumps(settings), str(run_dir)],
-            capture_output=True, text=True, env=os.environ.copy(),
+            capture_output=True, text=True, env=os.environ.copy(), check=False,
         )
     if done.returncode != 0:
         raise SystemExit(f"seed {seed} failed:\n{done.stderr}")

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import matmul_peak_flops, median_seconds, provenance  # noqa: E402
+from common import matmul_peak_flops, median_seconds, provenance
 
-from fmnist.models import count_flops, count_parameters, create_model, list_models  # noqa: E402
-from fmnist.training.precision import autocast, autocast_dtype  # noqa: E402
+from fmnist.models import count_flops, count_parameters, create_model, list_models
+from fmnist.training.precision import autocast, autocast_dtype
 
 CPU = torch.device("cpu")
 

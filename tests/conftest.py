@@ -175,6 +175,7 @@ def run_fmnist(tmp_path: Path):
             [sys.executable, "-m", "fmnist", *args],
             cwd=tmp_path,
             env=dict(os.environ),
+            check=False,
             capture_output=True,
             text=True,
             timeout=120,

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fmnist.augment import AugmentConfig, augment_batch, random_affine, random_crop, random_erase, random_flip
+from fmnist.augment import (
+    AugmentConfig,
+    augment_batch,
+    random_affine,
+    random_crop,
+    random_erase,
+    random_flip,
+)
 from fmnist.errors import ConfigError
 
 

@@ -319,6 +319,10 @@ def quantize_onnx(float_path: Path, out: Path, *, data: str | Path | None = None
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=[*before_first_conv, first_conv],
+            # A BatchNorm that is not folded into a convolution (fast_cnn pools between
+            # them) has 1-D weights: one scale per channel along axis 0, not the default 1,
+            # which ONNX Runtime would reject with a warning and quantize per tensor.
+            extra_options={"QDQOpTypePerChannelSupportToAxis": {"BatchNormalization": 0}},
         )
         model = onnx.load(str(quantized))
         onnx.helper.set_model_props(model, {prop.key: prop.value for prop in onnx.load(str(float_path)).metadata_props})

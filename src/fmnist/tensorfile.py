@@ -62,7 +62,7 @@ def load_tensor_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except (SafetensorError, OSError, ValueError) as error:
         raise RunError(f"{path}: not a readable safetensors file ({error})", "the file is corrupt; retrain or re-export") from None
     if METADATA_KEY not in metadata:

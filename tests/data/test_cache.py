@@ -8,8 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from fmnist.data import load
-from fmnist.data import loading
+from fmnist.data import load, loading
 
 
 def entries(cache_root):

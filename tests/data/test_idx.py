@@ -45,7 +45,7 @@ def test_mirror_spelling_with_a_dot_is_found(tmp_path, data_files, tiny_train, g
     files = scan_folder(tmp_path)["train"]
 
     assert files.format == "idx"
-    images, labels = read_idx_pair(*files.paths)
+    images, _labels = read_idx_pair(*files.paths)
     np.testing.assert_array_equal(images.array, tiny_train.images)
 
 

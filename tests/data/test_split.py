@@ -17,7 +17,7 @@ def unbalanced_labels() -> np.ndarray:
 
 
 def test_every_class_is_split_in_the_same_proportion(unbalanced_labels):
-    train, val = stratified_split(unbalanced_labels, 0.2, seed=0)
+    _train, val = stratified_split(unbalanced_labels, 0.2, seed=0)
 
     val_counts = np.bincount(unbalanced_labels[val], minlength=10)
     expected = 0.2 * np.bincount(unbalanced_labels, minlength=10)

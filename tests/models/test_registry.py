@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from fmnist.errors import ConfigError, RunError
-from fmnist.models import ModelCard, count_flops, count_parameters, create_model, list_models, load_model, save_model
+from fmnist.models import (
+    ModelCard,
+    count_flops,
+    count_parameters,
+    create_model,
+    list_models,
+    load_model,
+    save_model,
+)
 from fmnist.models.fast_cnn import WhiteningStem
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -25,11 +26,11 @@ def test_warm_up_rises_from_a_25th_of_the_peak(schedule: str) -> None:
     curve = _curve(schedule)
     assert curve[0] == pytest.approx(0.4 / 25)
     warmup = curve[: 200 + 1]
-    assert all(later > earlier for earlier, later in zip(warmup, warmup[1:]))
+    assert all(later > earlier for earlier, later in itertools.pairwise(warmup))
     assert curve[200] == pytest.approx(0.4)
     assert max(curve) == pytest.approx(0.4)
     annealing = curve[200:]
-    assert all(later <= earlier for earlier, later in zip(annealing, annealing[1:]))
+    assert all(later <= earlier for earlier, later in itertools.pairwise(annealing))
 
 
 def test_onecycle_ends_near_zero_and_cosine_at_zero() -> None:

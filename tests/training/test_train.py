@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -108,11 +109,9 @@ def test_a_model_left_at_chance_level_is_warned_about(
 ) -> None:
     # Identical images with balanced labels: nothing to learn, so validation accuracy is
     # exactly chance (10%) while the loss stays finite and no divergence check fires.
-    from conftest import TinyData
-
-    labels = np.arange(400) % 10
+    blank = SimpleNamespace(images=np.full((400, 28, 28), 128, np.uint8), labels=(np.arange(400) % 10).astype(np.uint8))
     folder = tmp_path / "blank"
-    data_files.idx_split(folder, TinyData(np.full((400, 28, 28), 128, np.uint8), labels.astype(np.uint8)))
+    data_files.idx_split(folder, blank)
     with caplog.at_level("WARNING", logger="fmnist.training.loop"):
         result = train(_config(small_config), tmp_path / "run", data=folder)
     assert [e["val_accuracy"] for e in result.history] == [0.1, 0.1, 0.1]

@@ -7,7 +7,7 @@ Outside torchrun everything here degrades to a single process (rank 0 of 1).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,7 +18,7 @@ import torch.distributed as dist
 class Distributed:
     rank: int = 0
     world_size: int = 1
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def enabled(self) -> bool:
