@@ -117,7 +117,7 @@ def test_a_model_left_at_chance_level_is_warned_about(
     assert [e["val_accuracy"] for e in result.history] == [0.1, 0.1, 0.1]
     warnings = [r.getMessage() for r in caplog.records if "chance level" in r.getMessage()]
     assert len(warnings) == 1, warnings  # once, not every epoch
-    assert "after 2 epochs" in warnings[0] and "--lr" in warnings[0]
+    assert "after 2 epochs" in warnings[0] and "no better than guessing" in warnings[0] and "--lr" in warnings[0]
 
 
 def test_a_learning_model_gets_no_chance_warning(

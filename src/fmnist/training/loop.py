@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from fmnist.augment import augment_batch
@@ -40,6 +39,7 @@ from fmnist.training.config import TrainConfig, config_from_dict, dump_config
 from fmnist.training.data_prep import TrainingData, prepare_data
 from fmnist.training.distributed import Distributed
 from fmnist.training.early_stopping import EarlyStopping
+from fmnist.training.ema import exponential_moving_average
 from fmnist.training.precision import autocast, autocast_dtype
 from fmnist.training.run_folder import RunPaths, provenance
 from fmnist.training.schedule import PlateauScaler, scheduled_lr
@@ -152,8 +152,10 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, config)
         self.autocast_dtype = autocast_dtype(context.device, config.amp)  # None: float32
+        # The average is updated once per step, after the first copies the weights: when
+        # it is updated at step s (0-based, before the count moves on) it has had s updates.
         self.ema = (
-            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+            exponential_moving_average(self.model, config.ema_decay, updates=lambda: self.step)
             if config.ema_decay > 0
             else None
         )
@@ -323,7 +325,7 @@ class Trainer:
                 if self.config.schedule == "plateau":
                     self.plateau.step(val_loss)
                 record.update(val_loss=round(val_loss, 6), val_accuracy=round(val_accuracy, 6))
-                self._warn_if_at_chance(val_accuracy)
+                self._warn_if_at_chance(val_accuracy, train_loss)
             else:
                 # No validation split (--full): the fixed schedule decides; keep the last epoch.
                 improved = self.stopper.update(self.epochs_done, -float(self.epochs_done))
@@ -346,18 +348,30 @@ class Trainer:
                     on_epoch(EpochEnd(record=record, model=self.evaluated_model, config=self.config))
             self.context.barrier()
 
-    def _warn_if_at_chance(self, val_accuracy: float) -> None:
+    def _warn_if_at_chance(self, val_accuracy: float, train_loss: float) -> None:
         """A finite loss is no proof of learning: too high a rate for the run's number of
-        steps can leave the network guessing for good. Say so once, while there is time."""
+        steps can leave the network guessing for good. Say so once, while there is time.
+
+        Both signs are required: validation accuracy at chance, and a training loss no
+        better than the uniform guess's ln(classes) (label smoothing does not change that
+        figure). A model that is merely slow to start, or a weight average still behind
+        the weights, has the first without the second."""
         classes = int(self.data.train_labels.max()) + 1
-        if self.epochs_done < 2 or self.warned_at_chance or val_accuracy > 1.5 / classes:
+        uniform_loss = math.log(classes)
+        if (
+            self.epochs_done < 2
+            or self.warned_at_chance
+            or val_accuracy > 1.5 / classes
+            or train_loss < 0.9 * uniform_loss
+        ):
             return
         self.warned_at_chance = True
         if self.context.is_main:
             log.warning(
-                "validation accuracy is %.1f%% after %d epochs, chance level for %d classes: the model is not "
-                "learning; lower the learning rate (--lr, now %g) or train on more images",
-                100 * val_accuracy, self.epochs_done, classes, self.config.lr,
+                "validation accuracy is %.1f%% after %d epochs, chance level for %d classes, and the training loss "
+                "%.2f is no better than guessing (%.2f): the model is not learning; lower the learning rate "
+                "(--lr, now %g) or train on more images",
+                100 * val_accuracy, self.epochs_done, classes, train_loss, uniform_loss, self.config.lr,
             )
 
     def finish(self) -> nn.Module:
