@@ -32,7 +32,7 @@ def _ema_update(
         weight = 1 - warmed_up_decay(decay, updates())
         if torch.is_floating_point(averages[0]):
             torch._foreach_lerp_(list(averages), list(current), weight)
-        else:  # integer buffers (BatchNorm's batch counter): rounded like torch's own EMA
+        else:  # integer buffers (BatchNorm's batch counter): truncated, as torch's own EMA does
             for average, value in zip(averages, current, strict=True):
                 average.copy_(average * (1 - weight) + value * weight)
 
