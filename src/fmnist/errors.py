@@ -27,3 +27,8 @@ class ConfigError(FmnistError):
 
 class RunError(FmnistError):
     """A run folder or model file is missing, incomplete or incompatible."""
+
+
+class DiskFullError(FmnistError):
+    """A write failed because its file system is full or over quota (ENOSPC, EDQUOT).
+    The file being replaced is left as it was."""

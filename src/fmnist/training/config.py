@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -73,7 +74,11 @@ class TrainConfig:
     base_run: str | None = None  # the run whose predictions the specialist refines
 
     def validate(self) -> None:
-        """Raise ConfigError naming the first invalid setting."""
+        """Raise ConfigError naming the first invalid setting: of the wrong type (every
+        field, so a config built in code or read from a run folder is checked too), not
+        finite, out of range, or inconsistent with another."""
+        check_field_types(self)
+        check_field_types(self.augment)
         get_spec(self.model)
         unknown = sorted(set(self.model_args) - set(model_defaults(self.model)))
         if unknown:
@@ -150,12 +155,56 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
         if isinstance(value, dict):
             return value
     elif typing.get_origin(hint) is tuple:
-        if isinstance(value, (list, tuple)) and len(value) == len(typing.get_args(hint)):
+        if (
+            isinstance(value, (list, tuple))
+            and len(value) == len(typing.get_args(hint))
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
             return tuple(float(v) for v in value)
     else:
         return value
     expected = getattr(hint, "__name__", str(hint))
     raise ConfigError(f"{name} must be of type {expected}, got {value!r}")
+
+
+def _field_type_ok(value: Any, hint: Any) -> bool:
+    """Whether ``value`` already has the type ``hint`` names (no coercion), and is finite
+    when it is a number: NaN passes every ``x > 0`` check by failing none of them."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_field_type_ok(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict) and all(isinstance(key, str) for key in value)
+    if origin is tuple:
+        return (
+            isinstance(value, tuple)
+            and len(value) == len(args)
+            and all(_field_type_ok(item, arg) for item, arg in zip(value, args))
+        )
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, hint)
+    return True
+
+
+def check_field_types(config: Any) -> None:
+    """Raise ConfigError for the first field of the dataclass ``config`` whose value does
+    not have the declared type (or is a non-finite number)."""
+    hints = typing.get_type_hints(type(config))
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if not _field_type_ok(value, hints[item.name]):
+            expected = getattr(hints[item.name], "__name__", str(hints[item.name]))
+            raise ConfigError(f"{item.name} must be of type {expected} (finite if a number), got {value!r:.80}")
 
 
 def _apply(base: Any, values: dict, where: str) -> Any:
@@ -228,8 +277,13 @@ def resolve_config(
 
 
 def config_from_dict(values: dict) -> TrainConfig:
-    """Rebuild a config saved with to_dict (e.g. from a run folder's config.json)."""
-    return _apply(TrainConfig(), values, "config.json")
+    """Rebuild a config saved with to_dict (e.g. from a run folder's config.json): every
+    key known, of its field's type, and the whole validated."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"expected an object of settings, found {type(values).__name__}")
+    config = _apply(TrainConfig(), values, "config.json")
+    config.validate()
+    return config
 
 
 def dump_config(config: TrainConfig) -> str:
