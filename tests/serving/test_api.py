@@ -96,7 +96,13 @@ def test_openapi_docs_and_model_info(server):
     assert body["required"] == ["file"]
     info = server.request("GET", "/v1/model").json()
     assert len(info["class_names"]) == 10
-    assert info["limits"] == {"max_upload_bytes": 1024 * 1024, "max_files": 4, "max_pixels": 250_000, "field": "file"}
+    assert info["limits"] == {
+        "max_upload_bytes": 1024 * 1024,
+        "max_files": 4,
+        "max_pixels": 250_000,
+        "field": "file",
+        "formats": ["PNG", "JPEG", "WEBP", "GIF", "BMP"],
+    }
 
 
 def test_web_page_and_its_assets_are_served(server):

@@ -17,6 +17,9 @@ black) passes through unchanged.
 from __future__ import annotations
 
 import io
+import struct
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -29,6 +32,31 @@ from fmnist.errors import DataError
 
 TRIM_TOLERANCE = 0.05  # of full intensity (255): the paper's "within 5%"
 DEFAULT_MAX_PIXELS = 40_000_000  # decompression-bomb guard: ~40 megapixels
+# The formats `fmnist predict` documents; Image.open tries no other plugin (Pillow knows ~40,
+# each a parser of untrusted bytes). "JPEG" also opens the MPO files many phones save.
+PHOTO_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+# Longest edge of the working image (pixels): larger photos are reduced while or right after
+# decoding, before any per-pixel step, so the preparation of a 24-megapixel photo costs what
+# a 1-megapixel one does. 28 output pixels per edge stay at least 18 working pixels apart.
+WORKING_EDGE = 1024
+# What Pillow raises from hostile or damaged files, besides its own UnidentifiedImageError:
+# each plugin parses with struct, slicing and arithmetic on values read from the file.
+DECODE_ERRORS = (
+    OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, KeyError, TypeError,
+    ZeroDivisionError, OverflowError, AttributeError, RecursionError,
+)  # fmt: skip
+
+
+class UnsupportedImageError(DataError):
+    """Not an image, or in a format that is not read."""
+
+
+class ImageTooLargeError(DataError):
+    """More pixels than the limit (read from the header, or Pillow's own bomb guard)."""
+
+
+class CorruptImageError(DataError):
+    """An image file whose header was read but whose data is damaged or truncated."""
 DARK_CORNERS = 40  # mean corner level (0-255) below which a 28x28 grey image is dataset-style
 LOW_CONTRAST = 40  # grey levels between the 2nd and 98th percentile of the result
 
@@ -40,48 +68,109 @@ class PreparedImage:
     passthrough: bool = False  # True when the input was already dataset-style
 
 
-def open_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open a PNG/JPEG/WebP/GIF (first frame)/... from a path or bytes, EXIF orientation applied.
+def open_image(
+    source: str | Path | bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_edge: int | None = None,
+    formats: Sequence[str] = PHOTO_FORMATS,
+) -> Image.Image:
+    """Open a PNG/JPEG/WebP/GIF (first frame)/BMP/TIFF from a path or bytes, EXIF orientation applied.
 
-    Raises DataError for anything that is not a readable image or has more than
-    ``max_pixels`` pixels (checked from the header, before decoding).
+    Raises DataError (UnsupportedImageError, ImageTooLargeError, CorruptImageError) for
+    anything that is not a readable image in ``formats`` or has more than ``max_pixels``
+    pixels (checked from the header, before decoding). With ``max_edge`` the image is
+    reduced at decode until its longest edge is at most that (see ``decode_opened``).
     """
     if isinstance(source, bytes):
         if not source:
             raise DataError("upload: empty file", "send an image file")
-        return _decode(io.BytesIO(source), "upload", max_pixels)
+        return _decode(io.BytesIO(source), "upload", max_pixels, max_edge, formats)
     try:
         with open(source, "rb") as handle:
-            return _decode(handle, str(source), max_pixels)
+            return _decode(handle, str(source), max_pixels, max_edge, formats)
     except OSError as error:  # only open() gets here: _decode turns its own errors into DataError
         raise DataError(f"{source}: cannot read ({error.strerror})", "check the path") from None
 
 
-def _decode(handle: BinaryIO, name: str, max_pixels: int) -> Image.Image:
+def _decode(handle: BinaryIO, name: str, max_pixels: int, max_edge: int | None, formats: Sequence[str]) -> Image.Image:
+    with open_header(handle, name, max_pixels=max_pixels, formats=formats) as image:
+        return decode_opened(image, name, max_edge=max_edge)
+
+
+def open_header(handle: BinaryIO, name: str, *, max_pixels: int, formats: Sequence[str] = PHOTO_FORMATS) -> Image.Image:
+    """``Image.open`` of one of ``formats``, only the header read, refused when it has more
+    than ``max_pixels`` pixels. Pillow's own bomb guard (a warning, or an error at twice its
+    limit) is refused as too large too: the caller turns the warning into an error."""
     try:
-        with Image.open(handle) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise DataError(
-                    f"{name}: image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}",
-                    "send a smaller image",
-                )
-            return decode_opened(image, name)
-    except (UnidentifiedImageError, Image.DecompressionBombError):
-        raise DataError(f"{name}: not a supported image", "send a PNG, JPEG, WebP or GIF file") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise DataError(f"{name}: corrupt or truncated image ({error})", "send a complete image file") from None
+        image = Image.open(handle, formats=list(formats))
+        width, height = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLargeError(f"{name}: image is far over the limit of {max_pixels:,} pixels", "send a smaller image") from None
+    except UnidentifiedImageError:
+        raise UnsupportedImageError(f"{name}: not a supported image", f"send a {_format_list(formats)} file") from None
+    except DECODE_ERRORS as error:
+        raise CorruptImageError(f"{name}: corrupt or truncated image ({_reason(error)})", "send a complete image file") from None
+    if width * height > max_pixels:
+        image.close()
+        raise ImageTooLargeError(
+            f"{name}: image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}",
+            "send a smaller image",
+        )
+    return image
 
 
-def decode_opened(image: Image.Image, name: str) -> Image.Image:
+def decode_opened(image: Image.Image, name: str, *, max_edge: int | None = None) -> Image.Image:
     """Decode an image that ``Image.open`` has only read the header of (the caller checked
-    its size): the first frame of an animation, EXIF orientation applied."""
+    its size): the first frame of an animation, EXIF orientation applied.
+
+    With ``max_edge``, an image whose longest edge is longer is reduced by a whole factor
+    (box average) until it is at most ``max_edge``: a JPEG while it is decoded (its DCT
+    scaling, ``Image.draft``: 1/2, 1/4 or 1/8 of the pixels are ever made), anything else
+    right after, so no later step touches the full-size pixels."""
     try:
         image.seek(0)
+        if max_edge is not None and image.format in ("JPEG", "MPO") and max(image.size) > max_edge:
+            factor = _reduction(image.size, max_edge)
+            image.draft(None, (image.size[0] // factor, image.size[1] // factor))  # at least that size
         image.load()
+        if max_edge is not None and max(image.size) > max_edge:
+            image = _reducible(image).reduce(_reduction(image.size, max_edge))
         return ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise DataError(f"{name}: corrupt or truncated image ({error})", "send a complete image file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # A container whose inner image is larger than its header said (an ICNS's PNG, say).
+        raise ImageTooLargeError(f"{name}: image is far over its declared size", "send a smaller image") from None
+    except DECODE_ERRORS as error:
+        raise CorruptImageError(f"{name}: corrupt or truncated image ({_reason(error)})", "send a complete image file") from None
+
+
+def _reduction(size: tuple[int, int], max_edge: int) -> int:
+    return -(-max(size) // max_edge)  # ceil: the reduced longest edge is at most max_edge
+
+
+def _reducible(image: Image.Image) -> Image.Image:
+    """``image`` in a mode whose pixel values may be averaged: palette indices may not, and
+    Image.reduce refuses 1-bit and 16-bit modes. 16-bit grey becomes 32-bit ("I"), which
+    ``_rgba`` scales like 16-bit."""
+    if image.mode == "P":
+        return image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        return image.convert("RGBA" if image.mode == "PA" else "RGB")
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode.startswith("I;16"):
+        return image.convert("I")
+    return image
+
+
+def _reason(error: BaseException) -> str:
+    """One short line: some of Pillow's messages span lines or quote the file's bytes."""
+    return str(error).splitlines()[0][:200] if str(error).strip() else type(error).__name__
+
+
+def _format_list(formats: Sequence[str]) -> str:
+    names = [{"WEBP": "WebP"}.get(fmt, fmt) for fmt in formats]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 def _is_dataset_style(image: Image.Image) -> bool:
@@ -200,5 +289,6 @@ def prepare_image(image: Image.Image, *, raw: bool = False) -> PreparedImage:
 def prepare_photo(
     source: str | Path | bytes, *, raw: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> PreparedImage:
-    """Open a photo (path or bytes) and turn it into the 28x28 image the model sees."""
-    return prepare_image(open_image(source, max_pixels=max_pixels), raw=raw)
+    """Open a photo (path or bytes) and turn it into the 28x28 image the model sees (the
+    photo reduced at decode to at most WORKING_EDGE pixels along its longest edge)."""
+    return prepare_image(open_image(source, max_pixels=max_pixels, max_edge=WORKING_EDGE), raw=raw)

@@ -2,7 +2,8 @@
 the caller passes a loaded predictor) and shared by all requests through the micro-batcher.
 
 Every refusal is a 4xx JSON reply {"error": ..., "fix": ...}; an unexpected failure is a
-JSON 500 without a traceback (the traceback goes to the server log only).
+JSON 500 without a traceback (the traceback goes to the server log only). Photos are
+decoded off the event loop, a bounded number at a time (serving/decoding.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import io
 import logging
 import os
 import time
+import warnings
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
@@ -28,11 +31,13 @@ from starlette.exceptions import HTTPException
 
 from fmnist import __version__
 from fmnist.errors import FmnistError
-from fmnist.inference.photo import decode_opened, prepare_image
+from fmnist.inference.photo import WORKING_EDGE, ImageTooLargeError, decode_opened, prepare_image
 from fmnist.inference.predictor import Predictor, top_k
 from fmnist.serving.batcher import BatcherStopped, MicroBatcher
+from fmnist.serving.decoding import DecodePool, usable_cores
 from fmnist.serving.limits import (
     FIELD,
+    SERVED_FORMATS,
     BodyLimitMiddleware,
     Limits,
     RequestRefused,
@@ -42,9 +47,10 @@ from fmnist.serving.limits import (
 )
 from fmnist.serving.metrics import Metrics, MetricsMiddleware
 from fmnist.serving.model import load_serving_predictor
+from fmnist.serving.schemas import Health, ModelInfo, PredictReply, Readiness, error_responses
+from fmnist.serving.security import BearerToken, HostAllowList, SecurityHeaders
 
 STATIC_DIR = Path(__file__).parent / "static"
-INLINE_BYTES = 256 * 1024  # smaller uploads are decoded on the event loop: a thread hop costs more
 log = logging.getLogger("fmnist.serving")
 
 
@@ -57,6 +63,9 @@ class ServeSettings:
     max_wait_ms: float = 2.0  # longest the first request of a batch waits for company
     min_confidence: float = 0.0  # below this the answer is "uncertain"
     threads: int | None = None  # backend threads (None: the library default)
+    allowed_hosts: tuple[str, ...] = ()  # Host header values served ("*.example.com" too); () = any
+    cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API from a browser
+    token: str | None = None  # bearer token required on /v1/* and /metrics
 
 
 def _png_data_url(image: np.ndarray) -> str:
@@ -66,14 +75,19 @@ def _png_data_url(image: np.ndarray) -> str:
 
 
 def _prepare(uploads: list[Upload], limits: Limits) -> tuple[np.ndarray, list[list[str]]]:
-    """uint8 images (n, 28, 28) and per-image warnings; refuses the whole request on a bad file."""
+    """uint8 images (n, 28, 28) and per-image warnings; refuses the whole request on a bad
+    file. Runs in a decoding thread (DecodePool)."""
     opened = open_request_images(uploads, limits)  # every header checked before any decoding
     images, warnings = [], []
     for index, (upload, image) in enumerate(zip(uploads, opened), start=1):
         try:
-            prepared = prepare_image(decode_opened(image, "upload"))
+            with image:  # the full-size decode is dropped as soon as the reduced copy exists
+                decoded = decode_opened(image, f"file {index} ({upload.filename!r})", max_edge=WORKING_EDGE)
+            prepared = prepare_image(decoded)
+        except ImageTooLargeError as error:
+            raise RequestRefused(413, error.problem, "scale the image down before sending it") from None
         except FmnistError as error:
-            raise RequestRefused(422, f"file {index} ({upload.filename!r}): {error.problem}", error.fix or "send another image") from None
+            raise RequestRefused(422, error.problem, error.fix or "send another image") from None
         images.append(prepared.image)
         warnings.append(prepared.warnings)
     return np.stack(images), warnings
@@ -90,7 +104,7 @@ PREDICT_REQUEST_BODY = {
                     FIELD: {
                         "type": "array",
                         "items": {"type": "string", "format": "binary"},
-                        "description": "one or more images (PNG, JPEG, WebP, GIF); repeat the field for several",
+                        "description": "one or more images (PNG, JPEG, WebP, GIF, BMP); repeat the field for several",
                     }
                 },
             }
@@ -102,9 +116,14 @@ PREDICT_REQUEST_BODY = {
 def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -> FastAPI:
     """The service for ``settings.model``; pass ``predictor`` when it is already loaded."""
     metrics = Metrics()
+    decoder = DecodePool(settings.limits.max_decodes or usable_cores(), wait_s=settings.limits.decode_wait_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Pillow warns (and carries on) between its own bomb limit and twice it: refuse
+        # those images like the ones it raises for. The server's process, its filter.
+        warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+        decoder.start()
         loaded = predictor or await run_in_threadpool(load_serving_predictor, settings)
         batcher = MicroBatcher(
             loaded.probabilities,
@@ -124,6 +143,7 @@ def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -
         finally:
             app.state.predictor = None
             await batcher.stop()
+            decoder.stop()
 
     app = FastAPI(
         title="fmnist",
@@ -132,7 +152,22 @@ def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -
         lifespan=lifespan,
     )
     app.state.predictor = None
+    # Added innermost first. A refusal by any of them is counted by the metrics and carries
+    # the security headers; CORS answers preflights before the token is asked for.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_upload_bytes)
+    if settings.token:
+        app.add_middleware(BearerToken, token=settings.token)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeaders)
+    if settings.allowed_hosts:
+        app.add_middleware(HostAllowList, allowed=tuple(settings.allowed_hosts))
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts every reply
 
     @app.exception_handler(RequestRefused)
@@ -169,22 +204,37 @@ def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    @app.get("/healthz", summary="The process is alive")
+    @app.get("/healthz", summary="The process is alive", response_model=Health)
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="The model is loaded and requests are served", responses={503: {"description": "not ready"}})
+    @app.get(
+        "/readyz",
+        summary="The model is loaded and requests are served",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "the model is still loading"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         if request.app.state.predictor is None:
             return JSONResponse({"status": "loading"}, status_code=503)
         # The process id tells apart the workers of `fmnist serve --workers N`.
         return JSONResponse({"status": "ready", "model": request.app.state.model_name, "pid": os.getpid()})
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, **error_responses(401)},
+    )
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    @app.get("/v1/model", summary="The served model, its classes and the request limits")
+    @app.get(
+        "/v1/model",
+        summary="The served model, its classes and the request limits",
+        response_model=ModelInfo,
+        responses=error_responses(401),
+    )
     async def model_info(request: Request) -> dict:
         loaded = request.app.state.predictor
         return {
@@ -197,10 +247,17 @@ def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -
                 "max_files": settings.limits.max_files,
                 "max_pixels": settings.limits.max_pixels,
                 "field": FIELD,
+                "formats": list(SERVED_FORMATS),
             },
         }
 
-    @app.post("/v1/predict", summary="Classify one or more images", openapi_extra={"requestBody": PREDICT_REQUEST_BODY})
+    @app.post(
+        "/v1/predict",
+        summary="Classify one or more images",
+        openapi_extra={"requestBody": PREDICT_REQUEST_BODY},
+        response_model=PredictReply,
+        responses=error_responses(400, 401, 408, 413, 415, 422, 431, 503),
+    )
     async def predict(
         request: Request,
         top: int = Query(5, alias="top_k", ge=1, le=10, description="classes listed per image"),
@@ -208,10 +265,7 @@ def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -
     ) -> JSONResponse:
         started = time.perf_counter()
         uploads = await read_uploads(request, settings.limits)
-        if sum(len(upload.data) for upload in uploads) <= INLINE_BYTES:
-            images, warnings = _prepare(uploads, settings.limits)
-        else:  # big photos: decode off the event loop
-            images, warnings = await run_in_threadpool(_prepare, uploads, settings.limits)
+        images, notes = await decoder.run(_prepare, uploads, settings.limits)
         probabilities = await request.app.state.batcher.predict(images)
         metrics.predictions.inc(len(images))
         loaded = request.app.state.predictor
@@ -220,8 +274,8 @@ def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -
             top_k(probabilities, loaded.class_names, k=top, min_confidence=settings.min_confidence)
         ):
             entry = {"filename": uploads[index].filename, **prediction.to_dict()}
-            if warnings[index]:
-                entry["warnings"] = warnings[index]
+            if notes[index]:
+                entry["warnings"] = notes[index]
             if preview:
                 entry["image"] = _png_data_url(images[index])
             predictions.append(entry)

@@ -2,25 +2,31 @@
 
 What is checked, in order: body size (from Content-Length, then counted while the body
 streams in, so a chunked upload cannot slip past), multipart form shape (field names,
-number of files, text instead of files), then each file: empty, not an image, pixel count
-read from the image header before any decoding (the decompression-bomb guard).
+number of files, text instead of files), then each file: empty, not one of the served
+formats, pixel count read from the image header before any decoding (the
+decompression-bomb guard). Connection-level limits (deadlines, header size, connection
+counts) are in serving/connections.py.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from io import BytesIO
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fmnist.inference.photo import CorruptImageError, ImageTooLargeError, UnsupportedImageError, open_header
 
 FIELD = "file"  # the multipart field that carries the images
 MEGABYTE = 1024 * 1024
+# The formats the service documents; any other file is 415 before a Pillow plugin parses it.
+SERVED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,8 @@ class Limits:
     max_upload_bytes: int = 10 * MEGABYTE  # whole request body
     max_files: int = 64  # images per request
     max_pixels: int = 24_000_000  # per image (a 6000x4000 photo); decoded RGBA is 4 bytes per pixel
+    max_decodes: int | None = None  # requests decoded at once (None: the usable cores); each holds one image
+    decode_wait_s: float = 5.0  # longest a request waits for a decoding slot before a 503
 
     @property
     def max_request_pixels(self) -> int:
@@ -39,12 +47,12 @@ class Limits:
 class RequestRefused(Exception):
     """A request the service will not process: becomes a 4xx JSON reply."""
 
-    def __init__(self, status: int, error: str, fix: str) -> None:
+    def __init__(self, status: int, error: str, fix: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(error)
-        self.status, self.error, self.fix = status, error, fix
+        self.status, self.error, self.fix, self.headers = status, error, fix, headers
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.error, "fix": self.fix}, status_code=self.status)
+        return JSONResponse({"error": self.error, "fix": self.fix}, status_code=self.status, headers=self.headers)
 
 
 @dataclass
@@ -58,6 +66,8 @@ def too_large(limit: int) -> RequestRefused:
         413,
         f"request body is over the limit of {limit / MEGABYTE:g} MB",
         "send smaller or fewer images, or start the server with a larger --max-upload-mb",
+        # The body is not read on: the connection closes after a lingering read (connections.py).
+        headers={"Connection": "close"},
     )
 
 
@@ -77,7 +87,8 @@ class BodyLimitMiddleware:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit():
-                    await RequestRefused(400, "invalid Content-Length header", "send a valid request").response()(scope, receive, send)
+                    refusal = RequestRefused(400, "invalid Content-Length header", "send a valid request", headers={"Connection": "close"})
+                    await refusal.response()(scope, receive, send)
                     return
                 if int(value) > self.max_bytes:
                     await too_large(self.max_bytes).response()(scope, receive, send)
@@ -109,6 +120,9 @@ async def read_uploads(request: Request, limits: Limits) -> list[Upload]:
         # The parser itself, not request.form(): that turns parser errors into bare 400s.
         parser = MultiPartParser(request.headers, request.stream(), max_files=limits.max_files, max_fields=16)
         form = await parser.parse()
+    except ClientDisconnect:
+        # The client left (or its body deadline passed): nobody reads this reply.
+        raise RequestRefused(400, "the client disconnected before the body arrived", "send the whole body") from None
     except MultiPartException as error:
         if "files" in error.message.lower():
             raise RequestRefused(
@@ -144,27 +158,19 @@ async def read_uploads(request: Request, limits: Limits) -> list[Upload]:
 
 
 def open_image_header(upload: Upload, index: int, max_pixels: int) -> Image.Image:
-    """The image of ``upload`` with only its header read; refuses empty files, non-images
-    and images over ``max_pixels`` before any pixel is decoded."""
+    """The image of ``upload`` with only its header read; refuses empty files, files not in
+    SERVED_FORMATS and images over ``max_pixels`` before any pixel is decoded."""
     name = f"file {index} ({upload.filename!r})"
     if not upload.data:
         raise RequestRefused(400, f"{name} is empty", "send a non-empty image file")
     try:
-        with warnings.catch_warnings():
-            # Pillow warns above its own limit and raises above twice it; ours is checked below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(BytesIO(upload.data))
-            width, height = image.size
-    except Image.DecompressionBombError:
-        width = height = None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise RequestRefused(415, f"{name} is not a supported image", "send a PNG, JPEG, WebP or GIF file") from None
-    if width is None or width * height > max_pixels:
-        size = "far" if width is None else f"{width}x{height} = {width * height:,} pixels,"
-        raise RequestRefused(
-            413, f"{name} is {size} over the limit of {max_pixels:,} pixels", "scale the image down before sending it"
-        )
-    return image
+        return open_header(BytesIO(upload.data), name, max_pixels=max_pixels, formats=SERVED_FORMATS)
+    except UnsupportedImageError as error:
+        raise RequestRefused(415, error.problem, error.fix or "send an image") from None
+    except ImageTooLargeError as error:
+        raise RequestRefused(413, error.problem, "scale the image down before sending it") from None
+    except CorruptImageError as error:
+        raise RequestRefused(422, error.problem, error.fix or "send a complete image file") from None
 
 
 def open_request_images(uploads: list[Upload], limits: Limits) -> list[Image.Image]:

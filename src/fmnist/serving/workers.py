@@ -37,7 +37,8 @@ def encode_settings(settings: ServeSettings) -> str:
 
 def decode_settings(text: str) -> ServeSettings:
     values = json.loads(text)
-    return ServeSettings(**{**values, "limits": Limits(**values["limits"])})
+    lists = {name: tuple(values[name]) for name in ("allowed_hosts", "cors_origins")}  # JSON has no tuples
+    return ServeSettings(**{**values, **lists, "limits": Limits(**values["limits"])})
 
 
 def create_worker_app() -> FastAPI:
@@ -47,16 +48,16 @@ def create_worker_app() -> FastAPI:
 
 def serve_with_workers(settings: ServeSettings, listener: socket.socket, *, workers: int, **uvicorn_options) -> None:
     """Serve ``settings`` from ``workers`` processes sharing ``listener`` until SIGTERM/SIGINT."""
-    import uvicorn
     from uvicorn.supervisors import Multiprocess
+
+    from fmnist.serving.connections import GuardedConfig
 
     metrics_dir = Path(tempfile.mkdtemp(prefix="fmnist-metrics-"))
     # Set before any worker starts: spawned processes inherit the environment.
     os.environ[SETTINGS_ENV] = encode_settings(settings)
     os.environ[MULTIPROCESS_DIR_ENV] = str(metrics_dir)
-    config = uvicorn.Config(
-        "fmnist.serving.workers:create_worker_app", factory=True, workers=workers, **uvicorn_options
-    )
+    # GuardedConfig pickles into each spawned worker with its ConnectionLimits.
+    config = GuardedConfig("fmnist.serving.workers:create_worker_app", factory=True, workers=workers, **uvicorn_options)
     try:
         Multiprocess(config, sockets=[listener]).run()
     finally:

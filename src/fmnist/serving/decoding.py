@@ -1,0 +1,64 @@
+"""Photo decoding for the HTTP service: off the event loop, a bounded number at a time.
+
+Every request's images are checked and decoded in one of ``slots`` threads, never on the
+event loop (a 35-byte GIF with a large logical screen took 1.5 s to decode, and stalled
+every other client while it did). The pool has exactly ``slots`` threads, so at most that
+many images are in memory at full size at once (one 24-megapixel PNG is ~100 MB while it
+is decoded and reduced); a request that finds every slot busy waits at most ``wait_s``
+seconds, then gets a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from fmnist.serving.limits import RequestRefused
+
+T = TypeVar("T")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (taskset, cgroup cpusets), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class DecodePool:
+    def __init__(self, slots: int, *, wait_s: float) -> None:
+        if slots < 1 or wait_s < 0:
+            raise ValueError(f"need slots >= 1 and wait_s >= 0, got {slots}, {wait_s}")
+        self.slots, self.wait_s = slots, wait_s
+        self._executor = ThreadPoolExecutor(slots, thread_name_prefix="fmnist-decode")
+        self._free: asyncio.Semaphore | None = None  # made on the serving loop, in start()
+
+    def start(self) -> None:
+        self._free = asyncio.Semaphore(self.slots)
+
+    def stop(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    async def run(self, function: Callable[..., T], *args: object) -> T:
+        """``function(*args)`` in a decoding thread, once a slot is free (503 after ``wait_s``)."""
+        if self._free is None:
+            raise RuntimeError("DecodePool.start() was not called")
+        try:
+            await asyncio.wait_for(self._free.acquire(), self.wait_s)
+        except TimeoutError:
+            raise RequestRefused(
+                503,
+                f"the server is busy: all {self.slots} image decoding slots stayed taken for {self.wait_s:g} s",
+                "retry in a moment",
+                headers={"Retry-After": "1"},
+            ) from None
+        try:
+            # The pool's own threads are the cap: a request cancelled meanwhile frees its
+            # slot, but its decode still holds a thread until it ends.
+            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        finally:
+            self._free.release()
