@@ -29,6 +29,8 @@ def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No system copy, and any download attempt goes to a closed local port, never the internet."""
     monkeypatch.setenv("FMNIST_SYSTEM_DATA", str(tmp_path / "no-system-data"))
     monkeypatch.setenv("FMNIST_MIRROR", closed_port_url())
+    # A refused connection is retried with backoff: milliseconds here, not seconds.
+    monkeypatch.setenv("FMNIST_DOWNLOAD_BACKOFF_S", "0.001")
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
         monkeypatch.delenv(name, raising=False)
 
