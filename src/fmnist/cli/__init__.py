@@ -6,6 +6,7 @@ Every user-facing problem is an FmnistError: printed as one line, exit status 2.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from fmnist import __version__
@@ -14,6 +15,7 @@ from fmnist.cli.common import EXIT_USAGE, Parser, setup_logging
 from fmnist.errors import FmnistError
 
 COMMAND_MODULES = (data, train, predict, serve, analysis)
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what the shell reports for a tool stopped by a closed pipe
 
 
 def build_parser() -> Parser:
@@ -27,6 +29,29 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit status."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # output that fitted the buffer meets a closed reader here, not at exit
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """``fmnist ... | head -1``: the reader closed the pipe. Quietly, like a tool killed by
+    SIGPIPE (status 128 + 13); stdout goes to /dev/null so the interpreter's final flush
+    does not report the same broken pipe again (Python's documented recipe)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # stdout is not a file descriptor (an in-process caller's capture): nothing to flush
+    return EXIT_BROKEN_PIPE
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(getattr(args, "quiet", False))
     try:
