@@ -2,23 +2,38 @@
 
 Format (big-endian): two zero bytes, a type code (0x08 = unsigned byte), the number of
 dimensions, one 4-byte size per dimension, then the data in C order.
+
+The header is read and checked first, so the reader never holds more than the header
+promises: a claimed count over ``limits.max_images()`` or images that are not 28x28 are
+refused before anything is allocated, an uncompressed file's size is compared with the
+header before its data is read, and a gzip stream is inflated in chunks up to the promised
+length plus one byte (which tells whether more data follows). A gzip bomb thus costs at
+most the promised size (235 MB at the default bound), never the size it would inflate to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from fmnist.data.classes import IMAGE_SIZE, NUM_CLASSES
+from fmnist.data.input_files import open_regular_file
+from fmnist.data.limits import RAISE_HINT, max_images
 from fmnist.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
 UBYTE = 0x08
+CHUNK = 1 << 20  # bytes inflated per read: bounds the temporary copy, not the result
+_KIND_BY_DIMS = {3: "images", 1: "labels"}
 
 
 @dataclass(frozen=True)
@@ -27,54 +42,120 @@ class IdxContent:
     sha256: str  # of the decompressed file content
 
 
-def read_content(path: Path) -> bytes:
-    """The file's bytes, decompressed when they are gzip data."""
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror})", "check the path and permissions") from None
-    if raw[:2] == GZIP_MAGIC:
-        try:
-            return gzip.decompress(raw)
-        except EOFError:
+@dataclass(frozen=True)
+class _RawIdx:
+    header: bytes  # magic number and sizes, as in the file
+    dims: tuple[int, ...]
+    data: np.ndarray  # uint8, flat: the bytes after the header
+
+
+@contextlib.contextmanager
+def _decompressed(path: Path) -> Iterator[tuple[BinaryIO, int | None]]:
+    """The file's content as a stream (inflated when it is gzip data) and, for an
+    uncompressed file, its size in bytes (None for gzip: unknown until inflated)."""
+    with open_regular_file(path) as raw:
+        if raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
+            raw.seek(0)
+            with gzip.GzipFile(fileobj=raw, mode="rb") as inflated:
+                yield inflated, None
+            return
+        if path.suffix == ".gz":
             raise DataError(
-                f"{path}: the gzip stream is truncated (the file was cut short)",
-                "download it again",
-            ) from None
-        except (gzip.BadGzipFile, zlib.error) as error:
-            raise DataError(f"{path}: corrupt gzip data ({error})", "download it again") from None
-    if path.suffix == ".gz":
-        raise DataError(
-            f"{path}: the name ends in .gz but the content is not gzip data",
-            "download it again, or remove the .gz suffix if it is an uncompressed IDX file",
-        )
-    return raw
+                f"{path}: the name ends in .gz but the content is not gzip data",
+                "download it again, or remove the .gz suffix if it is an uncompressed IDX file",
+            )
+        raw.seek(0)
+        yield raw, os.fstat(raw.fileno()).st_size
 
 
-def parse_idx(content: bytes, path: Path, *, expected_dims: int) -> np.ndarray:
-    """Parse IDX bytes into an array, checking magic number, dimensions and length."""
-    if len(content) < 4:
-        raise DataError(f"{path}: only {len(content)} bytes, too short to be an IDX file", "download it again")
-    zero1, zero2, type_code, ndim = content[:4]
-    if zero1 != 0 or zero2 != 0 or type_code != UBYTE or ndim != expected_dims:
-        found = content[:4].hex()
-        expected = f"0000{UBYTE:02x}{expected_dims:02x}"
+@contextlib.contextmanager
+def _gzip_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except EOFError:
+        raise DataError(f"{path}: the gzip stream is truncated (the file was cut short)", "download it again") from None
+    except (gzip.BadGzipFile, zlib.error) as error:
+        raise DataError(f"{path}: corrupt gzip data ({error})", "download it again") from None
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to read this file", "free memory, or use a smaller file") from None
+
+
+def _read_into(stream: BinaryIO, buffer: np.ndarray) -> int:
+    """Fill ``buffer`` from ``stream`` in chunks; returns the number of bytes read."""
+    view = memoryview(buffer)
+    filled = 0
+    while filled < len(view):
+        count = stream.readinto(view[filled : filled + CHUNK])
+        if not count:
+            break
+        filled += count
+    return filled
+
+
+def _check_header(path: Path, head: bytes, expected_dims: int | None) -> int:
+    """Validate the 4-byte magic number; returns the number of dimensions."""
+    if len(head) < 4:
+        raise DataError(f"{path}: only {len(head)} bytes, too short to be an IDX file", "download it again")
+    zero1, zero2, type_code, ndim = head
+    allowed = (expected_dims,) if expected_dims is not None else tuple(_KIND_BY_DIMS)
+    if zero1 != 0 or zero2 != 0 or type_code != UBYTE or ndim not in allowed:
+        shown = expected_dims if expected_dims is not None else 3
+        expected = f"0000{UBYTE:02x}{shown:02x}"
         raise DataError(
-            f"{path}: wrong IDX magic number 0x{found} (expected 0x{expected}: unsigned bytes, "
-            f"{expected_dims} dimension{'s' if expected_dims > 1 else ''})",
+            f"{path}: wrong IDX magic number 0x{head.hex()} (expected 0x{expected}: unsigned bytes, "
+            f"{shown} dimension{'s' if shown > 1 else ''})",
             "is this the right file? Fashion-MNIST images are idx3-ubyte, labels idx1-ubyte",
         )
-    header_size = 4 + 4 * ndim
-    if len(content) < header_size:
-        raise DataError(f"{path}: the IDX header is truncated", "download it again")
-    dims = tuple(int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    if ndim == 3 and dims[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+    return ndim
+
+
+def _check_dims(path: Path, dims: tuple[int, ...]) -> None:
+    """Refuse shapes fmnist cannot use, before anything of that size is allocated."""
+    if len(dims) == 3 and dims[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise DataError(
             f"{path}: images are {dims[1]}x{dims[2]} pixels, expected {IMAGE_SIZE}x{IMAGE_SIZE}",
             "fmnist works on 28x28 greyscale images; resize your data first",
         )
-    expected_bytes = int(np.prod(dims, dtype=np.int64))
-    data_bytes = len(content) - header_size
+    limit = max_images()
+    if dims[0] > limit:
+        raise DataError(
+            f"{path}: the header claims {dims[0]:,} {_KIND_BY_DIMS[len(dims)]}, more than the limit of {limit:,}",
+            f"is this the right file? The official training file holds 60,000; {RAISE_HINT} if it is genuine",
+        )
+
+
+def _read_raw(path: Path, *, expected_dims: int | None) -> _RawIdx:
+    with _decompressed(path) as (stream, file_size), _gzip_errors(path):
+        head = stream.read(4)
+        ndim = _check_header(path, head, expected_dims)
+        sizes = stream.read(4 * ndim)
+        if len(sizes) < 4 * ndim:
+            raise DataError(f"{path}: the IDX header is truncated", "download it again")
+        dims = tuple(int.from_bytes(sizes[4 * i : 4 * i + 4], "big") for i in range(ndim))
+        _check_dims(path, dims)
+        header = head + sizes
+        expected_bytes = int(np.prod(dims, dtype=np.int64))
+        if file_size is not None:
+            _check_size(path, dims, expected_bytes, file_size - len(header))
+        data = np.empty(expected_bytes, dtype=np.uint8)
+        received = _read_into(stream, data)
+        if received < expected_bytes:
+            raise DataError(
+                f"{path}: truncated: the header promises {expected_bytes:,} bytes of data for shape "
+                f"{dims}, the file holds {received:,}",
+                "download it again",
+            )
+        # One byte more tells whether data follows; for gzip it also reaches the stream's end,
+        # where the CRC is checked.
+        if stream.read(1):
+            raise DataError(
+                f"{path}: unexpected bytes after the {expected_bytes:,} bytes of data for shape {dims}",
+                "the file is corrupt or not an IDX file; download it again",
+            )
+    return _RawIdx(header=header, dims=dims, data=data)
+
+
+def _check_size(path: Path, dims: tuple[int, ...], expected_bytes: int, data_bytes: int) -> None:
     if data_bytes < expected_bytes:
         raise DataError(
             f"{path}: truncated: the header promises {expected_bytes:,} bytes of data for shape "
@@ -86,15 +167,18 @@ def parse_idx(content: bytes, path: Path, *, expected_dims: int) -> np.ndarray:
             f"{path}: {data_bytes - expected_bytes:,} unexpected bytes after the data for shape {dims}",
             "the file is corrupt or not an IDX file; download it again",
         )
-    # A bytearray copy makes the array writable (np.frombuffer over bytes is read-only,
-    # which torch warns about when the array becomes a tensor).
-    return np.frombuffer(bytearray(content[header_size:]), dtype=np.uint8).reshape(dims)
+
+
+def read_content(path: Path) -> bytes:
+    """The file's IDX content (decompressed when it is gzip data), checked against its header."""
+    raw = _read_raw(path, expected_dims=None)
+    return raw.header + raw.data.tobytes()
 
 
 def read_idx(path: Path, *, kind: str) -> IdxContent:
     """Read an IDX images (kind="images") or labels (kind="labels") file."""
-    content = read_content(path)
-    array = parse_idx(content, path, expected_dims=3 if kind == "images" else 1)
+    raw = _read_raw(path, expected_dims=3 if kind == "images" else 1)
+    array = raw.data.reshape(raw.dims)
     if kind == "labels" and array.size and int(array.max()) >= NUM_CLASSES:
         index = int(np.argmax(array >= NUM_CLASSES))
         raise DataError(
@@ -103,7 +187,9 @@ def read_idx(path: Path, *, kind: str) -> IdxContent:
         )
     if array.shape[0] == 0:
         raise DataError(f"{path}: holds no {kind}", "download it again")
-    return IdxContent(array=array, sha256=hashlib.sha256(content).hexdigest())
+    digest = hashlib.sha256(raw.header)
+    digest.update(raw.data)
+    return IdxContent(array=array, sha256=digest.hexdigest())
 
 
 def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[IdxContent, IdxContent]:

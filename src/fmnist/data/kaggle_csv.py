@@ -1,22 +1,35 @@
 """Read and write the Kaggle CSV layout: ``label,pixel1,...,pixel784``, one image per row.
 
-Parsing is done by pyarrow's multi-threaded CSV reader straight into uint8 columns; no
-Python loop touches a pixel. When that fast path fails, a slower diagnosis pass finds the
-exact row and column so the error can name them.
+Parsing is done by pyarrow's CSV reader straight into uint8 columns; no Python loop touches
+a pixel. When that fast path fails, a slower diagnosis pass finds the exact row and column
+so the error can name them.
+
+Memory and time are bounded whatever the file holds: a first pass streams the (inflated)
+text counting lines, and refuses more than ``limits.max_images()`` rows or a line over
+``MAX_CSV_LINE_BYTES`` before anything is parsed (300,000 rows of text inflate in ~1.5 s
+here); the parse then streams blocks into arrays allocated once for the counted rows.
+The first pass costs ~0.1 s per 130 MB of uncompressed text (the Kaggle training file),
+~0.5 s when it is gzipped, against ~3 s for the parse itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from fmnist.data.classes import IMAGE_SIZE, NUM_CLASSES
+from fmnist.data.idx import GZIP_MAGIC
+from fmnist.data.input_files import open_regular_file
+from fmnist.data.limits import MAX_CSV_LINE_BYTES, RAISE_HINT, max_images
 from fmnist.errors import DataError
 
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -24,6 +37,70 @@ PIXEL_COLUMNS = tuple(f"pixel{i}" for i in range(1, PIXELS + 1))
 LABEL_COLUMN = "label"
 KAGGLE_COLUMNS = (LABEL_COLUMN, *PIXEL_COLUMNS)
 _WHOLE_NUMBER = re.compile(r"^\s*[+-]?\d+\s*$")
+SNIFF_BYTES = 1 << 16
+# pyarrow needs every row inside one block; lines are at most MAX_CSV_LINE_BYTES (checked).
+BLOCK_BYTES = 4 * MAX_CSV_LINE_BYTES
+
+
+@contextlib.contextmanager
+def _text(path: Path) -> Iterator[BinaryIO]:
+    """The file's bytes as a stream, inflated when they are gzip data; read errors
+    (corrupt or truncated gzip, memory) become one-line DataErrors."""
+    with open_regular_file(path) as raw:
+        gzipped = raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+        raw.seek(0)
+        if not gzipped and path.suffix.lower() == ".gz":
+            raise DataError(
+                f"{path}: the name ends in .gz but the content is not gzip data",
+                "compress it with gzip, or remove the .gz suffix",
+            )
+        try:
+            if gzipped:
+                with gzip.GzipFile(fileobj=raw, mode="rb") as inflated:
+                    yield inflated
+            else:
+                yield raw
+        except EOFError:
+            raise DataError(f"{path}: the gzip stream is truncated (the file was cut short)", "compress it again") from None
+        except (gzip.BadGzipFile, zlib.error) as error:
+            raise DataError(f"{path}: corrupt gzip data ({error})", "compress it again") from None
+        except MemoryError:
+            raise DataError(f"{path}: not enough memory to read this file", "free memory, or use a smaller file") from None
+
+
+def _count_lines(path: Path, *, has_header: bool, max_rows: int) -> int:
+    """The number of lines after the header (blank ones included), refusing more than
+    ``max_rows`` or a line longer than MAX_CSV_LINE_BYTES; reads nothing past the bound."""
+    lines, run = 0, 0  # run: bytes since the last line end
+    skip = 1 if has_header else 0
+    with _text(path) as stream:
+        while chunk := stream.read(MAX_CSV_LINE_BYTES):
+            # Lines end in LF, CRLF or CR, as pyarrow reads them. A CRLF split between two
+            # chunks counts twice: the count is an upper bound, which is all it needs to be.
+            ends = chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+            if not ends:
+                run += len(chunk)
+            else:
+                first = min(index for index in (chunk.find(b"\n"), chunk.find(b"\r")) if index >= 0)
+                # Lines between two line ends of one chunk are shorter than the chunk.
+                if run + first > MAX_CSV_LINE_BYTES:
+                    run += first
+                    break
+                lines += ends
+                run = len(chunk) - max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) - 1
+            if run > MAX_CSV_LINE_BYTES:
+                break
+            if lines - skip > max_rows:
+                raise DataError(
+                    f"{path}: more than {max_rows:,} rows (lines), the limit for one file",
+                    f"is this the right file? The Kaggle training file has 60,000 rows; split it, or {RAISE_HINT}",
+                )
+    if run > MAX_CSV_LINE_BYTES:
+        raise DataError(
+            f"{path}: line {lines + 1} is longer than {MAX_CSV_LINE_BYTES:,} bytes, not one image of 785 cells",
+            _layout_hint(),
+        )
+    return max(0, lines + (1 if run else 0) - skip)
 
 
 def _layout_hint() -> str:
@@ -32,15 +109,8 @@ def _layout_hint() -> str:
 
 def _sniff_header(path: Path) -> tuple[list[str], bool]:
     """Return (column names, whether the first line is a header), refusing non-CSV files."""
-    # pyarrow decompresses a .gz file by its name, so the sniffer reads the same text.
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            head = handle.read(1 << 16)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-        raise DataError(f"{path}: corrupt or truncated gzip data ({error})", "compress it again") from None
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror})", "check the path and permissions") from None
+    with _text(path) as stream:
+        head = stream.read(SNIFF_BYTES)
     if not head.strip():
         raise DataError(f"{path}: the file is empty", _layout_hint())
     if b"\x00" in head:
@@ -48,7 +118,7 @@ def _sniff_header(path: Path) -> tuple[list[str], bool]:
     try:
         # "utf-8-sig" drops the byte-order mark Excel writes (pyarrow skips it too). The
         # 64 KiB cut may split a multi-byte character; ignore only that tail.
-        text = head.decode("utf-8-sig", errors="strict" if len(head) < (1 << 16) else "ignore")
+        text = head.decode("utf-8-sig", errors="strict" if len(head) < SNIFF_BYTES else "ignore")
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text, so not a CSV file", _layout_hint()) from None
     first_line = text.splitlines()[0] if text.splitlines() else ""
@@ -64,7 +134,7 @@ def _sniff_header(path: Path) -> tuple[list[str], bool]:
     lowered = [cell.lower() for cell in cells]
     if lowered == list(KAGGLE_COLUMNS) or lowered == list(PIXEL_COLUMNS):
         # pyarrow cannot even skip a header that has no line end; say what it means.
-        if len(head) < (1 << 16) and not any(line.strip() for line in text.splitlines()[1:]):
+        if len(head) < SNIFF_BYTES and not any(line.strip() for line in text.splitlines()[1:]):
             raise DataError(f"{path}: a header but no rows", "the file holds no images")
         return lowered, True
     if lowered and lowered[0] == LABEL_COLUMN and len(cells) != PIXELS + 1:
@@ -76,8 +146,15 @@ def _sniff_header(path: Path) -> tuple[list[str], bool]:
     raise DataError(f"{path}: unexpected first line {shown!r}", _layout_hint())
 
 
+def _read_options(names: list[str], has_header: bool, **options) -> pa_csv.ReadOptions:
+    return pa_csv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0, block_size=BLOCK_BYTES, **options)
+
+
 def _diagnose(path: Path, names: list[str], has_header: bool, error: Exception) -> DataError:
-    """Find the row and column behind a fast-path failure (slow; runs only on bad files)."""
+    """Find the row and column behind a fast-path failure (slow; runs only on bad files).
+
+    It streams the file again block by block and stops at the first bad row, so it needs
+    no more memory than the fast path."""
     first_data_line = 2 if has_header else 1
     bad_rows: list[tuple[int | None, int]] = []
 
@@ -91,14 +168,14 @@ def _diagnose(path: Path, names: list[str], has_header: bool, error: Exception) 
         # A parse error: a row with the wrong number of cells. Single-threaded reading
         # gives row numbers to the handler.
         try:
-            pa_csv.read_csv(
-                path,
-                read_options=pa_csv.ReadOptions(
-                    use_threads=False, column_names=names, skip_rows=1 if has_header else 0
-                ),
-                parse_options=pa_csv.ParseOptions(invalid_row_handler=remember),
-                convert_options=pa_csv.ConvertOptions(column_types={n: pa.string() for n in names}),
-            )
+            with _text(path) as stream:
+                for _batch in pa_csv.open_csv(
+                    stream,
+                    read_options=_read_options(names, has_header, use_threads=False),
+                    parse_options=pa_csv.ParseOptions(invalid_row_handler=remember),
+                    convert_options=pa_csv.ConvertOptions(column_types={n: pa.string() for n in names}),
+                ):
+                    pass
         except (pa.ArrowInvalid, UnicodeDecodeError):
             pass
         if bad_rows:
@@ -113,69 +190,97 @@ def _diagnose(path: Path, names: list[str], has_header: bool, error: Exception) 
         short = message.splitlines()[0][:120]
         return DataError(f"{path}: not a readable CSV file ({short})", _layout_hint())
     column = names[int(column_match.group(1))]
-    table = pa_csv.read_csv(
-        path,
-        read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0),
-        convert_options=pa_csv.ConvertOptions(column_types={column: pa.string()}, include_columns=[column]),
-    )
-    values = table.column(0).to_pylist()
     upper = NUM_CLASSES - 1 if column == LABEL_COLUMN else 255
-    for offset, value in enumerate(values):
-        line = first_data_line + offset
-        if value is None or not value.strip():
-            return DataError(f"{path}: line {line}, column {column} is empty", "every cell needs a number")
-        if not _WHOLE_NUMBER.match(value):
-            return DataError(
-                f"{path}: line {line}, column {column}: {value[:20]!r} is not a whole number",
-                f"cells must be integers 0-{upper}",
-            )
-        if not 0 <= int(value) <= upper:
-            return DataError(
-                f"{path}: line {line}, column {column}: {int(value)} is outside 0-{upper}",
-                "pixels must be 0-255 and labels 0-9",
-            )
+    line = first_data_line
+    with _text(path) as stream:
+        batches = pa_csv.open_csv(
+            stream,
+            read_options=_read_options(names, has_header),
+            convert_options=pa_csv.ConvertOptions(column_types={column: pa.string()}, include_columns=[column]),
+        )
+        for batch in batches:
+            for value in batch.column(0).to_pylist():
+                if value is None or not value.strip():
+                    return DataError(f"{path}: line {line}, column {column} is empty", "every cell needs a number")
+                if not _WHOLE_NUMBER.match(value):
+                    return DataError(
+                        f"{path}: line {line}, column {column}: {value[:20]!r} is not a whole number",
+                        f"cells must be integers 0-{upper}",
+                    )
+                if not 0 <= int(value) <= upper:
+                    return DataError(
+                        f"{path}: line {line}, column {column}: {int(value)} is outside 0-{upper}",
+                        "pixels must be 0-255 and labels 0-9",
+                    )
+                line += 1
     short = message.splitlines()[0][:120]
     return DataError(f"{path}: column {column} could not be read ({short})", _layout_hint())
 
 
-def read_kaggle_csv(path: Path, *, require_labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def _parse_rows(
+    path: Path, names: list[str], has_header: bool, capacity: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Stream the rows into (rows, 784) pixels and (rows,) labels allocated once for
+    ``capacity`` rows; empty cells are refused with their line."""
+    has_labels = names[0] == LABEL_COLUMN
+    pixels = np.empty((capacity, PIXELS), dtype=np.uint8)
+    labels = np.empty(capacity, dtype=np.uint8) if has_labels else None
+    filled = 0
+    with _text(path) as stream:
+        # uint8 conversion rejects anything outside 0-255 and anything non-numeric; empty
+        # cells become nulls, checked below.
+        batches = pa_csv.open_csv(
+            stream,
+            read_options=_read_options(names, has_header),
+            convert_options=pa_csv.ConvertOptions(column_types={name: pa.uint8() for name in names}),
+        )
+        for batch in batches:
+            count = batch.num_rows
+            if filled + count > capacity:
+                raise DataError(f"{path}: the file changed while it was read", "read it again when it is complete")
+            for index, column in enumerate(batch.columns):
+                if column.null_count:
+                    row = filled + int(np.argmax(column.is_null().to_numpy(zero_copy_only=False)))
+                    line = row + (2 if has_header else 1)
+                    raise DataError(
+                        f"{path}: line {line}, column {names[index]} is empty", "every cell needs a number"
+                    )
+            columns = [column.to_numpy() for column in batch.columns]
+            if labels is not None:
+                labels[filled : filled + count] = columns.pop(0)
+            pixels[filled : filled + count] = np.column_stack(columns)
+            filled += count
+    if filled < capacity:  # blank lines were counted but hold no row
+        pixels, labels = pixels[:filled].copy(), None if labels is None else labels[:filled].copy()
+    return pixels, labels
+
+
+def read_kaggle_csv(
+    path: Path, *, require_labels: bool = True, max_rows: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a Kaggle-layout CSV into uint8 images (N, 28, 28) and int64 labels (N,).
 
     Rows may come in any order. With ``require_labels=False`` a file without the label
-    column is accepted and the labels are returned as None.
+    column is accepted and the labels are returned as None. More than ``max_rows`` rows
+    (default ``limits.max_images()``) are refused before parsing.
     """
     names, has_header = _sniff_header(path)
     has_labels = names[0] == LABEL_COLUMN
     if require_labels and not has_labels:
         raise DataError(f"{path}: no label column", "add a 'label' column first, as in the Kaggle files")
+    capacity = _count_lines(path, has_header=has_header, max_rows=max_rows or max_images())
     try:
-        # uint8 conversion rejects anything outside 0-255 and anything non-numeric; empty
-        # cells become nulls, checked below.
-        table = pa_csv.read_csv(
-            path,
-            read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0),
-            convert_options=pa_csv.ConvertOptions(column_types={name: pa.uint8() for name in names}),
-        )
+        pixels, label_bytes = _parse_rows(path, names, has_header, capacity)
     except (pa.ArrowInvalid, UnicodeDecodeError) as error:
         raise _diagnose(path, names, has_header, error) from None
-    except OSError as error:
-        # pyarrow reports a truncated or corrupt .gz stream this way.
-        raise DataError(f"{path}: cannot read ({error})", "if it is gzipped, compress it again") from None
-    if table.num_rows == 0:
+    except MemoryError:  # pyarrow's ArrowMemoryError is one too
+        raise DataError(f"{path}: not enough memory to read this file", "free memory, or use a smaller file") from None
+    if len(pixels) == 0:
         raise DataError(f"{path}: a header but no rows", "the file holds no images")
-    for index, column in enumerate(table.columns):
-        if column.null_count:
-            row = int(np.argmax(column.is_null().to_numpy(zero_copy_only=False)))
-            line = row + (2 if has_header else 1)
-            raise DataError(
-                f"{path}: line {line}, column {names[index]} is empty", "every cell needs a number"
-            )
-    matrix = np.column_stack([column.to_numpy() for column in table.columns]).astype(np.uint8, copy=False)
-    pixels = matrix[:, 1:] if has_labels else matrix
-    images = np.ascontiguousarray(pixels).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
-    if not has_labels:
+    images = pixels.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    if label_bytes is None:
         return images, None
-    labels = matrix[:, 0].astype(np.int64)
+    labels = label_bytes.astype(np.int64)
     if labels.max() >= NUM_CLASSES:
         row = int(np.argmax(labels >= NUM_CLASSES))
         raise DataError(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist.data.cache import load_cached, store_cached
+from fmnist.data.cache import load_cached, source_state, store_cached
 from fmnist.data.download import download_official
 from fmnist.data.idx import read_idx_pair
 from fmnist.data.kaggle_csv import read_kaggle_csv
@@ -86,10 +86,11 @@ def load(
     if cached is not None:
         images, labels, info = cached.images, cached.labels, cached.info
     else:
+        state = source_state(files)  # before parsing, so a change while parsing is seen later
         images, labels = _parse(files)
         digest = content_digest(images, labels)
         info = {"content_digest": digest, "official": digest == OFFICIAL_CONTENT_DIGESTS[split]}
-        store_cached(files, images, labels, info)
+        store_cached(state, images, labels, info)
     if not info["official"] and source.origin in ("cache", "download"):
         # Only fmnist writes the cache, and only verified files: a mismatch there means
         # the copy was damaged afterwards.

@@ -7,13 +7,23 @@ files to read.
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
 
+from fmnist.data.input_files import (
+    check_readable_folder,
+    kind_of,
+    not_regular_error,
+    stat_input,
+)
 from fmnist.errors import DataError
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 # Debian's package dataset-fashion-mnist installs the original files here.
@@ -76,10 +86,16 @@ def expected_names(split: str) -> str:
 
 
 def _first_existing(folder: Path, stems: list[str]) -> Path | None:
+    """The first candidate name present in ``folder``; one present under a data file's
+    name but not a regular file (a FIFO, a device) is refused rather than skipped."""
     for stem in stems:
         for candidate in (folder / stem, folder / f"{stem}.gz"):
-            if candidate.is_file():
-                return candidate
+            status = stat_input(candidate)
+            if status is None:
+                continue
+            if not stat.S_ISREG(status.st_mode):
+                raise not_regular_error(candidate, status.st_mode)
+            return candidate
     return None
 
 
@@ -103,7 +119,10 @@ def scan_folder(folder: Path) -> dict[str, SplitFiles]:
 def source_from_path(path: Path, origin: str) -> DataSource:
     """A DataSource for a user-named folder or CSV file, or a DataError saying what is missing."""
     path = path.expanduser()
-    if path.is_file():
+    status = stat_input(path)
+    if status is None:
+        raise DataError(f"{path}: no such file or folder", f"check the path given by {origin}")
+    if stat.S_ISREG(status.st_mode):
         if path.suffix.lower() != ".csv" and not path.name.lower().endswith(".csv.gz"):
             raise DataError(
                 f"{path}: a single file must be a Kaggle-layout CSV",
@@ -111,8 +130,12 @@ def source_from_path(path: Path, origin: str) -> DataSource:
             )
         files = {split: SplitFiles(split, "csv", (path,)) for split in SPLITS}
         return DataSource(root=path, origin=origin, splits=files)
-    if not path.is_dir():
-        raise DataError(f"{path}: no such file or folder", f"check the path given by {origin}")
+    if not stat.S_ISDIR(status.st_mode):
+        raise DataError(
+            f"{path}: not a folder or a regular file but a {kind_of(status.st_mode)}",
+            "name a folder holding the data files, or a .csv file; pipes and devices are not read",
+        )
+    check_readable_folder(path)
     splits = scan_folder(path)
     if not splits:
         raise DataError(
@@ -134,7 +157,16 @@ def find_existing_source(data: str | os.PathLike[str] | None = None) -> DataSour
     if env:
         return source_from_path(Path(env), "$FMNIST_DATA")
     for folder, origin in [(cache_data_dir(), "cache")] + [(d, "system") for d in system_data_dirs()]:
-        splits = scan_folder(folder) if folder.is_dir() else {}
+        try:
+            status = stat_input(folder)
+            if status is None or not stat.S_ISDIR(status.st_mode):
+                continue
+            check_readable_folder(folder)
+        except DataError as error:
+            # A copy this user cannot read is passed over, as one that is not there.
+            log.warning("skipping %s", error)
+            continue
+        splits = scan_folder(folder)
         if all(split in splits for split in SPLITS):
             return DataSource(root=folder, origin=origin, splits=splits)
     return None

@@ -3,12 +3,20 @@ recursively, Kaggle-layout CSVs) into prepared 28x28 inputs, one error per bad f
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from fmnist.data.input_files import (
+    check_readable_folder,
+    kind_of,
+    permission_error,
+    stat_input,
+)
 from fmnist.errors import DataError
 from fmnist.inference.photo import prepare_photo
 
@@ -29,14 +37,62 @@ def _is_csv(path: Path) -> bool:
     return path.name.lower().endswith(CSV_SUFFIXES)
 
 
-def _files(argument: str) -> Iterator[Path]:
+def _is_input_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES or _is_csv(path)
+
+
+def _not_regular(path: Path, mode: int) -> DataError:
+    # Checked before anything opens the path: a FIFO would block and a device never end.
+    return DataError(
+        f"{path}: not a regular file but a {kind_of(mode)}",
+        "name image files, folders or CSV files; pipes and devices are not read",
+    )
+
+
+def _folder_files(folder: Path) -> Iterator[tuple[Path, DataError | None]]:
+    """The image and CSV files under ``folder``, sorted; sub-folders that cannot be read
+    and FIFOs or devices under input names come with an error instead of being skipped
+    silently. Links to folders are not followed (as with ``Path.rglob``)."""
+    check_readable_folder(folder)
+    found: list[Path] = []
+    problems: list[tuple[Path, DataError]] = []
+
+    def unreadable(error: OSError) -> None:
+        where = Path(error.filename)
+        if isinstance(error, PermissionError):
+            problems.append((where, permission_error(where)))
+        else:
+            problems.append((where, DataError(f"{where}: cannot read ({error.strerror})", "check the path")))
+
+    for root, _folders, names in os.walk(folder, onerror=unreadable):
+        found.extend(Path(root, name) for name in names if _is_input_name(Path(name)))
+    yield from problems
+    for child in sorted(found):
+        try:
+            status = stat_input(child)
+        except DataError as error:
+            yield child, error
+            continue
+        if status is None or stat.S_ISDIR(status.st_mode):  # a dangling link, a folder named x.png
+            continue
+        yield child, None if stat.S_ISREG(status.st_mode) else _not_regular(child, status.st_mode)
+
+
+def _files(argument: str) -> Iterator[tuple[Path, DataError | None]]:
+    """Each input path with the reason it cannot be read, when that is known before opening."""
     path = Path(argument).expanduser()
-    if path.is_dir():
-        for child in sorted(path.rglob("*")):
-            if child.is_file() and (child.suffix.lower() in IMAGE_SUFFIXES or _is_csv(child)):
-                yield child
+    try:
+        status = stat_input(path)
+        if status is not None and stat.S_ISDIR(status.st_mode):
+            yield from _folder_files(path)
+            return
+    except DataError as error:
+        yield path, error
+        return
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        yield path, _not_regular(path, status.st_mode)
     else:
-        yield path  # a missing file is reported when it is read
+        yield path, None  # a missing file is reported when it is read
 
 
 def _csv_items(path: Path) -> Iterator[InputItem]:
@@ -51,11 +107,11 @@ def expand_inputs(arguments: list[str], *, raw: bool = False) -> Iterator[InputI
     """One InputItem per image (files in argument order, folders sorted); bad files become
     items with ``error`` set instead of stopping the run."""
     for argument in arguments:
-        for path in _files(argument):
+        for path, problem in _files(argument):
             try:
+                if problem is not None:
+                    raise problem
                 if _is_csv(path):
-                    if not path.is_file():
-                        raise DataError(f"{path}: no such file", "check the path")
                     yield from _csv_items(path)
                     continue
                 prepared = prepare_photo(path, raw=raw)

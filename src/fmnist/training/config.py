@@ -9,18 +9,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fmnist.augment import AugmentConfig
 from fmnist.errors import ConfigError
 from fmnist.models.registry import get_spec, model_defaults
+from fmnist.training.config_file import read_settings
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "plateau", "onecycle", "cosine")
@@ -224,25 +222,9 @@ def _apply(base: Any, values: dict, where: str) -> Any:
 
 
 def read_config_file(path: Path) -> dict:
-    """Read a YAML (.yaml/.yml) or TOML (.toml) file of settings."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file", "check the --config path")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        if path.suffix.lower() == ".toml":
-            values = tomllib.loads(text)
-        elif path.suffix.lower() in (".yaml", ".yml", ".json"):
-            values = yaml.safe_load(text)
-        else:
-            raise ConfigError(f"{path}: unknown config format {path.suffix!r}", "use .yaml, .yml or .toml")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
-        first = str(error).splitlines()[0]
-        raise ConfigError(f"{path}: cannot parse ({first})", "fix the syntax") from None
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, found {type(values).__name__}")
-    return values
+    """Read a YAML (.yaml/.yml) or TOML (.toml) file of settings, in bounded memory and
+    time (see fmnist.training.config_file for the bounds)."""
+    return read_settings(path)
 
 
 def resolve_config(
