@@ -55,15 +55,18 @@ def multipart(files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
 class LiveServer:
     """``python -m fmnist serve MODEL --port 0 ...`` started and stopped by a test."""
 
-    def __init__(self, model: Path, *options: str, log: Path) -> None:
+    def __init__(self, model: Path, *options: str, log: Path, env: dict | None = None, preexec_fn=None) -> None:
+        """``env`` adds to the environment; ``preexec_fn`` runs in the child before it starts
+        (resource limits)."""
         self.log = log
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop(); a file, not a pipe, never blocks the server
-        env = dict(os.environ, OMP_NUM_THREADS="1")
+        env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fmnist", "serve", str(model), "--port", "0", "--threads", "1", *options],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=preexec_fn,
         )
         self.host, self.port = "127.0.0.1", self._wait_for_port()
         self._wait_ready()

@@ -195,3 +195,157 @@ def test_pixel_limit_is_checked_before_decoding():
     with pytest.raises(DataError, match="3000x2000 = 6,000,000 pixels, over the limit of 1,000,000"):
         open_image(data, max_pixels=1_000_000)
     assert open_image(data).size == (3000, 2000)
+
+
+# --- Hostile and very large inputs: bounded memory, only the documented formats, no crash ---
+
+BIG_PHOTO_SCRIPT = r"""
+import io, resource, sys, time
+from PIL import Image
+from fmnist.inference.photo import prepare_photo
+
+fmt = sys.argv[1]
+photo = Image.new("RGB", (4898, 4898), (230, 230, 230))
+photo.paste((30, 30, 30), (1000, 800, 3800, 4200))
+buffer = io.BytesIO()
+photo.save(buffer, fmt)
+data = buffer.getvalue()
+del photo, buffer
+started = time.process_time()
+with Image.open(io.BytesIO(data)) as image:
+    image.load()  # the bare decode, the yardstick for the whole preparation
+decode_seconds = time.process_time() - started
+vm_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:"))
+# The decoded photo is 72 MB of RGB; what the preparation may add on top of the running process:
+headroom = 220 * 1024 * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm_kib * 1024 + headroom, resource.RLIM_INFINITY))
+started = time.process_time()
+prepared = prepare_photo(data)
+print(time.process_time() - started, decode_seconds, prepared.image[14, 14])
+"""
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_24_megapixel_photo_is_prepared_in_bounded_memory_and_time(fmt):
+    """A 4898x4898 photo: before, its preparation took ~670 MB and ~3 s of CPU (per-pixel
+    work at full size); now it is reduced at decode (JPEG: DCT scaling; else Image.reduce),
+    so it fits under an address-space limit and costs a few times the bare decode."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", BIG_PHOTO_SCRIPT, fmt],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    prepare_seconds, decode_seconds, centre = result.stdout.split()
+    assert int(centre) > 200  # the dark garment, negated: the result is right, not only cheap
+    assert float(prepare_seconds) < 4 * float(decode_seconds) + 0.3, (prepare_seconds, decode_seconds)
+
+
+def test_reduction_at_decode_keeps_the_prepared_image():
+    """The same garment photographed at 800 px (not reduced) and at 4000 px (reduced x4 at
+    decode) gives nearly the same 28x28 image, in PNG and JPEG."""
+    rng = np.random.default_rng(0)
+    garment = np.zeros((28, 28), np.uint8)
+    garment[3:25, 7:21] = rng.integers(60, 255, size=(22, 14))
+    small = Image.fromarray(255 - garment).resize((560, 560), Image.Resampling.BICUBIC)
+    small = ImageOps.expand(small, border=120, fill=255)
+    large = small.resize((4000, 4000), Image.Resampling.BICUBIC)
+    for fmt, options in (("PNG", {}), ("JPEG", {"quality": 95})):
+        reference = prepare_photo(encode(small.convert("RGB"), fmt, **options)).image.astype(int)
+        reduced = prepare_photo(encode(large.convert("RGB"), fmt, **options)).image.astype(int)
+        assert np.abs(reduced - reference).mean() < 6, fmt
+
+
+def test_open_image_keeps_the_full_size_unless_asked():
+    data = encode(photo(size=(3000, 1500)), "PNG")
+    assert open_image(data).size == (3000, 1500)
+    assert open_image(data, max_edge=1024).size == (1000, 500)  # reduced by a whole factor (3)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode"), [("PNG", "P"), ("PNG", "1"), ("PNG", "I;16"), ("GIF", "P"), ("TIFF", "CMYK"), ("PNG", "LA")]
+)
+def test_reduction_handles_every_mode(fmt, mode):
+    """Palette indices must not be averaged, and Image.reduce refuses 1- and 16-bit modes:
+    reduced at decode, each mode gives about what the full-size image gives."""
+    image = photo(size=(2100, 2100), box=(600, 300, 1500, 1800))
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)  # 16-bit levels
+    elif mode == "1":
+        image = image.convert("L").point(lambda level: 255 if level > 128 else 0).convert("1", dither=Image.Dither.NONE)
+    elif mode == "P":  # an adaptive palette: the default web palette would dither the grey
+        image = image.convert("P", palette=Image.Palette.ADAPTIVE)
+    else:
+        image = image.convert(mode)
+    data = encode(image, fmt)
+    full_size = prepare_image(open_image(data)).image.astype(int)
+    result = prepare_photo(data).image.astype(int)
+    assert np.abs(result - full_size).mean() < 6, mode
+
+
+def icns_holding(png_bytes: bytes) -> bytes:
+    """An Apple icon file whose 512x512 entry ('ic09') is ``png_bytes``, whatever its size."""
+    import struct
+
+    entry = b"ic09" + struct.pack(">I", 8 + len(png_bytes)) + png_bytes
+    return b"icns" + struct.pack(">I", 8 + len(entry)) + entry
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        icns_holding(encode(Image.new("L", (10_000, 10_000)), "PNG")),
+        encode(photo(), "PPM"),
+        encode(photo(), "TGA"),
+        encode(photo(), "PCX"),
+        encode(photo(size=(64, 64)), "ICO"),
+    ],
+    ids=["icns-bomb", "ppm", "tga", "pcx", "ico"],
+)
+def test_formats_that_are_not_documented_are_not_opened(data):
+    """Before: an ICNS holding a 100-megapixel PNG passed the header check and ended in
+    Pillow's DecompressionBombError (HTTP 500); PPM, TGA and the like were parsed."""
+    from fmnist.inference.photo import UnsupportedImageError
+
+    with pytest.raises(UnsupportedImageError, match="not a supported image"):
+        prepare_photo(data)
+
+
+FUZZ_FORMATS = [("PNG", "RGB", {}), ("JPEG", "RGB", {"quality": 90}), ("WEBP", "RGB", {}), ("GIF", "P", {}), ("BMP", "RGB", {}), ("TIFF", "RGB", {"compression": "tiff_deflate"})]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fmt", "mode", "options"), FUZZ_FORMATS, ids=[fmt for fmt, _, _ in FUZZ_FORMATS])
+def test_mutated_and_truncated_files_are_refused_cleanly(fmt, mode, options):
+    """300 damaged copies of one image per format (truncated, bytes overwritten, byte runs
+    repeated): each is prepared or refused with a DataError, nothing else escapes."""
+    import warnings
+
+    original = encode(photo(size=(90, 120), box=(20, 20, 70, 100)).convert(mode), fmt, **options)
+    rng = np.random.default_rng(len(original))
+    outcomes = {"prepared": 0, "refused": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for trial in range(300):
+            data = bytearray(original)
+            kind = trial % 3
+            if kind == 0:
+                data = data[: int(rng.integers(1, len(data)))]
+            elif kind == 1:
+                for position in rng.integers(0, len(data), size=int(rng.integers(1, 12))):
+                    data[position] = int(rng.integers(0, 256))
+            else:
+                start = int(rng.integers(0, len(data)))
+                data[start:start] = data[start : start + int(rng.integers(1, 64))] * int(rng.integers(2, 50))
+            try:
+                prepared = prepare_photo(bytes(data), max_pixels=4_000_000)
+            except DataError:
+                outcomes["refused"] += 1
+            else:
+                assert prepared.image.shape == (28, 28)
+                outcomes["prepared"] += 1
+    assert outcomes["refused"] > 0, outcomes

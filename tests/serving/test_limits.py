@@ -5,6 +5,7 @@ The server runs with 1 MB uploads, 4 files per request and 250,000 pixels per im
 from __future__ import annotations
 
 import http.client
+import io
 import struct
 import zlib
 
@@ -138,4 +139,45 @@ def test_mangled_requests_are_never_a_500(server, good_png):
         statuses.add(reply.status)
         assert reply.status == 200 or 400 <= reply.status < 500, (reply.status, reply.body)
         assert set(reply.json()) in ({"error", "fix"}, {"predictions", "model", "backend", "latency_ms"})
+    assert any(400 <= status < 500 for status in statuses), statuses
+
+
+def icns_holding(png_bytes: bytes) -> bytes:
+    """An Apple icon file whose 512x512 entry ('ic09') is ``png_bytes``, whatever its size."""
+    entry = b"ic09" + struct.pack(">I", 8 + len(png_bytes)) + png_bytes
+    return b"icns" + struct.pack(">I", 8 + len(entry)) + entry
+
+
+def test_formats_the_service_does_not_document_are_415(server):
+    """Before: an ICNS holding a 100-megapixel PNG passed the header check (it says 512x512)
+    and Pillow's DecompressionBombError came out as a 500."""
+    bomb = icns_holding(png(Image.new("L", (10_000, 10_000))))
+    refused(server.predict([("file", "icon.icns", bomb)]), 415, "not a supported image")
+    for fmt in ("PPM", "TIFF", "TGA"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (40, 40), "white").save(buffer, fmt)
+        refused(server.predict([("file", f"x.{fmt.lower()}", buffer.getvalue())]), 415, "not a supported image")
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), "white").save(buffer, "BMP")  # documented: served
+    assert server.predict([("file", "x.bmp", buffer.getvalue())]).status == 200
+
+
+def test_damaged_uploads_of_every_served_format_are_never_a_5xx(server):
+    """Truncated and overwritten copies of a PNG, JPEG, WebP, GIF and BMP, posted: each
+    answered 200 or 4xx with the error shape."""
+    photo = Image.new("RGB", (60, 80), (230, 230, 230))
+    photo.paste((20, 20, 20), (15, 15, 45, 65))
+    rng = np.random.default_rng(1)
+    statuses = {}
+    for fmt in ("PNG", "JPEG", "WEBP", "GIF", "BMP"):
+        buffer = io.BytesIO()
+        (photo.convert("P") if fmt == "GIF" else photo).save(buffer, fmt)
+        original = buffer.getvalue()
+        for trial in range(24):
+            data = bytearray(original[: int(rng.integers(1, len(original)))] if trial % 2 else original)
+            for position in rng.integers(0, len(data), size=int(rng.integers(0, 6))):
+                data[position] = int(rng.integers(0, 256))
+            reply = server.predict([("file", f"x.{fmt.lower()}", bytes(data))])
+            statuses[reply.status] = statuses.get(reply.status, 0) + 1
+            assert reply.status == 200 or 400 <= reply.status < 500, (fmt, trial, reply.status, reply.body)
     assert any(400 <= status < 500 for status in statuses), statuses

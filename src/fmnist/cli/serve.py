@@ -25,6 +25,23 @@ def port_number(text: str) -> int:
     return whole_number(text, 0, 65535, what="port number (0: any free port)")
 
 
+def host_pattern(text: str) -> str:
+    """A Host allow-list entry: a name or address, ``*.`` + a domain, or ``*``."""
+    pattern = text.strip().lower()
+    if not pattern or any(char in pattern for char in " /,") or ("*" in pattern and pattern != "*" and not pattern.startswith("*.")):
+        raise argparse.ArgumentTypeError(f"expected a host name such as example.com or *.example.com, got {text!r}")
+    return pattern
+
+
+def origin(text: str) -> str:
+    """A CORS origin: scheme://host[:port], no path (what browsers send), or ``*``."""
+    value = text.strip().rstrip("/")
+    scheme, _, rest = value.partition("://")
+    if value != "*" and (scheme not in ("http", "https") or not rest or "/" in rest):
+        raise argparse.ArgumentTypeError(f"expected an origin such as https://example.com, got {text!r}")
+    return value
+
+
 def _listen(host: str, port: int) -> socket.socket:
     """Bind here, before uvicorn, so a busy port is a one-line error rather than a server log."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -62,16 +79,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     threads = args.threads
     if threads is None and args.workers > 1:
         threads = max(1, (os.cpu_count() or 1) // args.workers)  # the cores shared out, not oversubscribed
+    from PIL import Image
+
+    from fmnist.serving.connections import ConnectionLimits, GuardedConfig
+    from fmnist.serving.decoding import usable_cores
+
+    if args.max_pixels > Image.MAX_IMAGE_PIXELS:  # Pillow's own bomb guard would refuse them anyway
+        listener.close()
+        raise ConfigError(f"--max-pixels {args.max_pixels:,} is over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,}", "pick a smaller --max-pixels")
+    token = args.token or os.environ.get("FMNIST_TOKEN") or None
     settings = ServeSettings(
         model=args.model,
         backend=args.backend,
         limits=Limits(
-            max_upload_bytes=int(args.max_upload_mb * MEGABYTE), max_files=args.max_files, max_pixels=args.max_pixels
+            max_upload_bytes=int(args.max_upload_mb * MEGABYTE),
+            max_files=args.max_files,
+            max_pixels=args.max_pixels,
+            max_decodes=args.decode_threads or max(1, usable_cores() // args.workers),
         ),
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         min_confidence=args.min_confidence,
         threads=threads,
+        allowed_hosts=tuple(args.allowed_host or ()),
+        cors_origins=tuple(args.cors_origin or ()),
+        token=token,
+    )
+    connection_limits = ConnectionLimits(
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
+        max_header_bytes=int(args.max_header_kb * 1024),
+        max_connections=args.max_connections,
+        max_in_flight=args.limit_concurrency,
+        linger_bytes=max(4 * settings.limits.max_upload_bytes, 16 * MEGABYTE),
     )
     try:
         predictor = load_serving_predictor(settings)  # a bad model path fails here, in one line
@@ -82,6 +123,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "log_level": args.log_level,
         "timeout_graceful_shutdown": 10,
         "access_log": args.log_level in ("info", "debug"),
+        "backlog": args.backlog,
+        "connection_limits": connection_limits,
     }
     host, port = listener.getsockname()[:2]
     processes = f", {args.workers} worker processes" if args.workers > 1 else ""
@@ -97,7 +140,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serve_with_workers(settings, listener, workers=args.workers, **options)
         return 0
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.Server(uvicorn.Config(create_app(settings, predictor=predictor), **options)).run(sockets=[listener])
+    uvicorn.Server(GuardedConfig(create_app(settings, predictor=predictor), **options)).run(sockets=[listener])
     return 0
 
 
@@ -120,6 +163,31 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--threads", type=positive_int, default=None, help="backend threads per process (default: the cores / --workers)"
+    )
+    serve.add_argument(
+        "--decode-threads", type=positive_int, default=None, help="images decoded at once per process (default: the CPUs / --workers)"
+    )
+    limits = serve.add_argument_group("connection limits (per process)")
+    limits.add_argument("--header-timeout", type=positive_float, default=10.0, help="seconds for a request head (408)")
+    limits.add_argument("--body-timeout", type=positive_float, default=60.0, help="seconds for a request body after its head (408)")
+    limits.add_argument("--keep-alive-timeout", type=positive_float, default=5.0, help="seconds an idle keep-alive connection stays open")
+    limits.add_argument("--max-header-kb", type=positive_float, default=32.0, help="largest request line and headers, in KiB (431)")
+    limits.add_argument(
+        "--max-connections", type=positive_int, default=1000, help="open connections; the longest idle one makes room (also capped by ulimit -n)"
+    )
+    limits.add_argument("--limit-concurrency", type=positive_int, default=128, help="requests processed at once; more get 503")
+    limits.add_argument("--backlog", type=positive_int, default=2048, help="connections waiting to be accepted (the kernel caps it)")
+    exposure = serve.add_argument_group("exposure (for --host 0.0.0.0)")
+    exposure.add_argument(
+        "--allowed-host", action="append", type=host_pattern, metavar="HOST",
+        help="serve only requests whose Host is this (repeat; *.example.com matches subdomains); default: any",
+    )  # fmt: skip
+    exposure.add_argument(
+        "--cors-origin", action="append", type=origin, metavar="ORIGIN",
+        help="let pages from this origin call the API from a browser (repeat); default: none",
+    )  # fmt: skip
+    exposure.add_argument(
+        "--token", default=None, help="require Authorization: Bearer TOKEN on /v1/* and /metrics (or set FMNIST_TOKEN)"
     )
     serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(handler=cmd_serve)

@@ -37,6 +37,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 PROTOCOL = "fmnist.serving.connections:GuardedHttpToolsProtocol"  # uvicorn's http= option; a string pickles
 FD_RESERVE = 64  # descriptors kept for everything but client sockets: model, logs, spooled uploads, metrics
+HEAD_LINGER_BYTES = 256 * 1024  # dropped after refusing a head: enough for a client to finish a big one
 log = logging.getLogger("fmnist.serving")
 
 
@@ -136,7 +137,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.head_size = 0  # request line and headers as parsed
         self.body_pending = False  # the current request's body has not fully arrived
         self.lingering = False
-        self.lingered = 0  # bytes dropped while lingering
+        self.handing_over = False  # in on_response_complete, which may start a pipelined request
+        self.linger_left = 0  # bytes still dropped while lingering, then the close
         self.last_activity = 0.0  # loop time the connection last began waiting for a client
 
     # Connections
@@ -211,17 +213,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.in_head = False
         if linger:
             self.body_pending = True  # whatever the client still sends is dropped, bounded
-            self.linger()
+            self.linger(HEAD_LINGER_BYTES)
         else:
             transport.close()
 
-    def linger(self) -> None:
+    def linger(self, most_bytes: int | None = None) -> None:
         """Half-close: the reply and a FIN go out; what the client still sends is read and
-        dropped until it closes, ``linger_bytes`` or ``linger_timeout``, then the close."""
+        dropped until it closes, ``most_bytes`` (``linger_bytes``) or ``linger_timeout``,
+        then the close."""
         transport = self.raw_transport
         if transport is None or self.lingering:
             return
         self.lingering = True
+        self.linger_left = self.limits.linger_bytes if most_bytes is None else most_bytes
         self.last_activity = self.loop.time()
         if transport.can_write_eof():
             transport.write_eof()
@@ -231,8 +235,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # Data
     def data_received(self, data: bytes) -> None:
         if self.lingering:
-            self.lingered += len(data)
-            if self.lingered > self.limits.linger_bytes:
+            self.linger_left -= len(data)
+            if self.linger_left < 0:
                 self.raw_transport.close()  # type: ignore[union-attr]
             return
         super().data_received(data)
@@ -294,7 +298,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(400, "invalid HTTP request", "send a valid HTTP/1.1 request", linger=False)
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-        if len(self.tasks) >= self.limits.max_in_flight:
+        in_flight = sum(not task.done() for task in self.tasks)
+        if self.handing_over:  # a pipelined request takes over from this connection's finished one
+            in_flight -= 1
+        if in_flight >= self.limits.max_in_flight:
             app = _busy
         super()._start_asgi_task(cycle, app)
 
@@ -302,7 +309,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.body_pending and not self.lingering and not self.pipeline and self.cycle.response_complete:
             # Replied before the body was read (a refusal): do not read on through it.
             self.transport.close()
-        super().on_response_complete()
+        self.handing_over = True
+        try:
+            super().on_response_complete()
+        finally:
+            self.handing_over = False
         if not self.lingering and not self.transport.is_closing() and not self.pipeline and not self.in_head:
             self.last_activity = self.loop.time()
             self._arm(self.limits.header_timeout, self._head_timed_out)

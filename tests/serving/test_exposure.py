@@ -1,0 +1,74 @@
+"""Hardening for --host 0.0.0.0: Host allow-list, bearer token, CORS and security headers,
+over real HTTP against a real server."""
+
+from __future__ import annotations
+
+import pytest
+from live_server import LiveServer, learnable_images, png
+
+TOKEN = "s3cret-token"
+ORIGIN = "https://app.example"
+
+
+@pytest.fixture(scope="module")
+def exposed(tiny_run, tmp_path_factory):
+    live = LiveServer(
+        tiny_run,
+        "--allowed-host", "127.0.0.1", "--allowed-host", "*.example.test", "--cors-origin", ORIGIN,
+        log=tmp_path_factory.mktemp("exposed") / "server.log",
+        env={"FMNIST_TOKEN": TOKEN},
+    )  # fmt: skip
+    yield live
+    assert live.stop() == 0, live.log.read_text()
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_api_and_metrics_need_the_token(exposed, tiny_run):
+    images, _ = learnable_images(tiny_run)
+    for path in ("/v1/model", "/metrics"):
+        reply = exposed.request("GET", path)
+        assert reply.status == 401 and set(reply.json()) == {"error", "fix"}, reply
+        assert reply.headers["www-authenticate"].startswith("Bearer")
+        assert exposed.request("GET", path, headers={"Authorization": "Bearer wrong"}).status == 401
+        assert exposed.request("GET", path, headers=AUTH).status == 200
+    body_reply = exposed.predict([("file", "a.png", png(images[0]))])
+    assert body_reply.status == 401
+    # The page, its files and the health checks stay open (a load balancer has no token).
+    for path in ("/", "/static/app.js", "/healthz", "/readyz"):
+        assert exposed.request("GET", path).status == 200, path
+
+
+def test_hosts_outside_the_allow_list_are_refused(exposed):
+    """A page on evil.test that rebinds its name to this server's address sends Host: evil.test."""
+    reply = exposed.request("GET", "/healthz", headers={"Host": "evil.test"})
+    assert reply.status == 400 and "evil.test" in reply.json()["error"]
+    assert exposed.request("GET", "/healthz", headers={"Host": "api.example.test:8000"}).status == 200
+    assert exposed.request("GET", "/healthz", headers={"Host": "example.test.evil"}).status == 400
+
+
+def test_cors_allows_only_the_configured_origin(exposed):
+    preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    reply = exposed.request("OPTIONS", "/v1/predict", headers=preflight)
+    assert reply.status == 200 and reply.headers["access-control-allow-origin"] == ORIGIN
+    other = exposed.request("GET", "/v1/model", headers={"Origin": "https://other.example", **AUTH})
+    assert "access-control-allow-origin" not in other.headers
+    allowed = exposed.request("GET", "/v1/model", headers={"Origin": ORIGIN, **AUTH})
+    assert allowed.headers["access-control-allow-origin"] == ORIGIN
+
+
+def test_security_headers(exposed):
+    page = exposed.request("GET", "/")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+    for path in ("/", "/healthz"):
+        headers = exposed.request("GET", path).headers
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["referrer-policy"] == "no-referrer"
+
+
+def test_without_the_options_everything_is_open(server):
+    """The default (loopback) server asks for no token and serves any Host."""
+    assert server.request("GET", "/v1/model", headers={"Host": "anything.test"}).status == 200
