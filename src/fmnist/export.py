@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 import fmnist
+from fmnist import extras
 from fmnist.data.contract import CONTRACT
 from fmnist.errors import ConfigError, DataError, RunError
 from fmnist.files import atomic_path
@@ -370,11 +371,7 @@ def export_model(
         raise ConfigError(f"--out {out} is a folder", "give a file name, e.g. model.onnx")
     if fmt == "torchscript":
         return export_torchscript(model, out, data=data)
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise ConfigError("ONNX export needs onnx and onnxruntime", "pip install 'fmnist[export]'") from None
+    extras.require("export", feature="ONNX export")
     if not int8:
         return export_onnx(model, out, data=data)
     with tempfile.TemporaryDirectory(prefix="fmnist-export-") as folder:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -155,7 +156,7 @@ def test_the_waits_grow_exponentially(flaky: FlakyMirror, monkeypatch: pytest.Mo
 
     times = flaky.requests[NAMES[0]]
     assert len(times) == ATTEMPTS
-    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    gaps = [later - earlier for earlier, later in pairwise(times)]
     for retry, gap in enumerate(gaps):
         assert gap >= base * 2**retry * 0.9, gaps  # the wait before try retry + 2
 

@@ -60,15 +60,22 @@ def _analysis_text(document: dict) -> str:
         lines += ["", "nearest training images of the most confidently wrong (train index label similarity):"]
         for index, rows in neighbours.items():
             lines.append(f"  test #{index}: " + ", ".join(f"#{n['train_index']} {n['label']} {n['similarity']:.2f}" for n in rows))
-    lines += ["", f"likely label errors (cleanlab confident learning): {document['label_issues_found']} found; most suspicious:"]
-    lines += [
-        f"  #{i['index']}: labelled {i['given']}, model says {i['predicted']} {i['confidence']:.3f}"
-        for i in document["label_issues"]
-    ]
+    if "label_issues" in document:  # absent with --label-issues 0
+        lines += ["", f"likely label errors (cleanlab confident learning): {document['label_issues_found']} found; most suspicious:"]
+        lines += [
+            f"  #{i['index']}: labelled {i['given']}, model says {i['predicted']} {i['confidence']:.3f}"
+            for i in document["label_issues"]
+        ]
     return "\n".join(lines)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from fmnist import extras
+
+    if args.label_issues:  # refused before the model runs, not after
+        extras.require(
+            "analysis", feature="the likely-label-error search of fmnist analyze", instead="pass --label-issues 0 to skip them"
+        )
     from fmnist.evaluation.interpretation import Interpretation
 
     interpretation = Interpretation.from_run(Path(args.run), args.data)
@@ -222,7 +229,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                          help="nearest training images (model feature space) per listed error; 0 skips the search (default 5)")
     analyze.add_argument("--neighbour-errors", type=positive_int, default=5, metavar="N",
                          help="how many of the top losses get neighbours (default 5)")
-    analyze.add_argument("--label-issues", type=non_negative_int, default=20, metavar="N", help="likely label errors to list (default 20)")
+    analyze.add_argument("--label-issues", type=non_negative_int, default=20, metavar="N", help="likely label errors to list (default 20; 0 skips the search, which needs the analysis extra)")
     analyze.add_argument("--format", choices=["text", "json"], default="text")
     analyze.set_defaults(handler=cmd_analyze)
 

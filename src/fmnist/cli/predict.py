@@ -72,6 +72,10 @@ def _format(rows: list[dict], fmt: str) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from fmnist import extras
+
+    if args.backend == "onnxruntime":  # before the slow imports: a core install is told at once
+        extras.require("export", "onnxruntime", feature="fmnist predict --backend onnxruntime")
     from fmnist.files import atomic_write_text
     from fmnist.inference.predictor import load_predictor
 
@@ -94,6 +98,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from fmnist import extras
+
+    if args.format == "onnx":  # TorchScript needs only torch
+        extras.require("export", feature="fmnist export --format onnx")
     from fmnist.export import export_model
 
     result = export_model(args.model, Path(args.out), fmt=args.format, int8=args.int8, data=args.data)

@@ -63,18 +63,19 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if not Path(args.model).expanduser().exists():  # the common typo, refused before the slow imports
-        raise RunError(f"{args.model}: no such run folder or model file", "check the path")
-    # Bind first: a busy port is refused at once, before the slow imports and model loading.
-    listener = _listen(args.host, args.port)
-    try:
-        import uvicorn
+    from fmnist import extras
 
-        from fmnist.serving.app import ServeSettings, create_app
-        from fmnist.serving.limits import MEGABYTE, Limits
-        from fmnist.serving.model import load_serving_predictor
-    except ImportError:
-        raise ConfigError("serving needs FastAPI and uvicorn", "pip install 'fmnist[serve]'") from None
+    # A missing extra first: it is what a core install meets whatever the port or path.
+    uvicorn = extras.require("serve", "uvicorn", "fastapi", "python_multipart", "prometheus_client", feature="fmnist serve")
+    if args.backend == "onnxruntime":
+        extras.require("export", "onnxruntime", feature="fmnist serve --backend onnxruntime")
+    if not Path(args.model).expanduser().exists():  # the common typo, refused before model loading
+        raise RunError(f"{args.model}: no such run folder or model file", "check the path")
+    # Bind first: a busy port is refused at once, before model loading.
+    listener = _listen(args.host, args.port)
+    from fmnist.serving.app import ServeSettings, create_app
+    from fmnist.serving.limits import MEGABYTE, Limits
+    from fmnist.serving.model import load_serving_predictor
 
     threads = args.threads
     if threads is None and args.workers > 1:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fmnist import extras
 from fmnist.data import Split, load
 from fmnist.errors import RunError
 from fmnist.evaluation.predictions import Predictions, bootstrap_ci, predict
@@ -148,6 +149,7 @@ def find_label_issues(predictions: Predictions) -> list[LabelIssue]:
     trained on the test images, so its test probabilities are out-of-sample, and the list
     means exactly "images the model confidently contradicts": candidates to look at, not
     proven label errors (the model's own confident mistakes are among them)."""
+    extras.require("analysis", feature="finding likely label errors (cleanlab)")
     from cleanlab.filter import find_label_issues as cleanlab_find_label_issues
 
     ranked = cleanlab_find_label_issues(
@@ -265,12 +267,12 @@ class Interpretation:
         neighbour_errors: int = 8,
     ) -> dict:
         """Every view as plain data (for ``--format json`` and the report). ``neighbours``
-        nearest training images are listed for the first ``neighbour_errors`` top losses."""
+        nearest training images are listed for the first ``neighbour_errors`` top losses;
+        ``label_issues`` 0 skips the label-error search (and its keys), which needs cleanlab."""
         names = self.class_names
         tops_names, tops_matrix = self.tops_confusion()
         losses = self.predictions.losses
         top = self.top_losses(top_losses)
-        issues = self.label_issues()
         document = {
             "test_images": len(self.predictions.labels),
             "accuracy": self.predictions.accuracy(),
@@ -288,12 +290,14 @@ class Interpretation:
                 for i in top
             ],
             "tops_confusion": {"classes": tops_names, "matrix": tops_matrix.tolist()},
-            "label_issues_found": len(issues),
-            "label_issues": [
+        }
+        if label_issues:
+            issues = self.label_issues()
+            document["label_issues_found"] = len(issues)
+            document["label_issues"] = [
                 {**asdict(issue), "given": names[issue.given], "predicted": names[issue.predicted]}
                 for issue in issues[:label_issues]
-            ],
-        }
+            ]
         if neighbours:
             document["nearest_training_images"] = {
                 str(int(i)): [

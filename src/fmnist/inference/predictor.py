@@ -145,18 +145,17 @@ class OnnxPredictor(Predictor):
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
-        try:
-            import onnxruntime
-            from onnxruntime.capi.onnxruntime_pybind11_state import (
-                Fail,
-                InvalidArgument,
-                InvalidGraph,
-                InvalidProtobuf,
-                NoSuchFile,
-                RuntimeException,
-            )
-        except ImportError:
-            raise ConfigError("ONNX Runtime is not installed", "pip install 'fmnist[export]'") from None
+        from fmnist import extras
+
+        onnxruntime = extras.require("export", "onnxruntime", feature="the onnxruntime backend")
+        from onnxruntime.capi.onnxruntime_pybind11_state import (
+            Fail,
+            InvalidArgument,
+            InvalidGraph,
+            InvalidProtobuf,
+            NoSuchFile,
+            RuntimeException,
+        )
         self.source = resolve_onnx_path(path)
         self.name = _short_name(self.source)
         options = onnxruntime.SessionOptions()

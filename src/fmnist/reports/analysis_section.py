@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fmnist import extras
 from fmnist.errors import FmnistError
 from fmnist.evaluation.interpretation import (
     find_label_issues,
@@ -28,7 +29,7 @@ from fmnist.evaluation.interpretation import (
 from fmnist.evaluation.predictions import Predictions
 from fmnist.models import LoadedModel, load_model
 from fmnist.reports import plots
-from fmnist.reports.html import embedded_png, table
+from fmnist.reports.html import embedded_png, escape, table
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,11 @@ def _neighbours(section: AnalysisSection, run_dir: Path, predictions: Prediction
 
 
 def _label_issues(section: AnalysisSection, predictions: Predictions) -> None:
+    if not extras.available("analysis"):
+        # The core install still writes the report; the section says what it needs.
+        note = extras.note_missing("analysis", "the report's likely-label-errors section (cleanlab)")
+        section.html.append(f"<h3>Likely label errors</h3><p class=muted>{escape(note[0].upper() + note[1:])}.</p>")
+        return
     issues = find_label_issues(predictions)
     names = predictions.class_names
     section.html.append(
