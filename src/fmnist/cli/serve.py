@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from fmnist.cli.common import positive_float, positive_int, probability, whole_number
+from fmnist.cpus import choose_threads
 from fmnist.errors import ConfigError, RunError
 
 BACKEND_CHOICES = ("torch", "onnxruntime")
@@ -77,9 +78,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from fmnist.serving.limits import MEGABYTE, Limits
     from fmnist.serving.model import load_serving_predictor
 
-    threads = args.threads
-    if threads is None and args.workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // args.workers)  # the cores shared out, not oversubscribed
+    # The CPUs this process may use (affinity, cgroup quota, OMP_NUM_THREADS), shared out
+    # among the workers so they do not oversubscribe them.
+    threads = choose_threads(args.threads, share=args.workers).threads
     from PIL import Image
 
     from fmnist.serving.connections import ConnectionLimits, GuardedConfig
@@ -163,7 +164,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--workers", type=positive_int, default=1, help="server processes sharing the port (each loads the model)"
     )
     serve.add_argument(
-        "--threads", type=positive_int, default=None, help="backend threads per process (default: the cores / --workers)"
+        "--threads", type=positive_int, default=None, help="backend threads per process (default: $OMP_NUM_THREADS, else the CPUs this process may use / --workers)"
     )
     serve.add_argument(
         "--decode-threads", type=positive_int, default=None, help="images decoded at once per process (default: the CPUs / --workers)"

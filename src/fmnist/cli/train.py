@@ -198,7 +198,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=positive_int)
     train.add_argument("--lr", type=positive_float, help="peak learning rate")
     train.add_argument("--seed", type=int)
-    train.add_argument("--threads", type=positive_int, help="CPU threads (default: all cores)")
+    train.add_argument("--threads", type=positive_int, help="CPU threads (default: $OMP_NUM_THREADS, else the CPUs this process may use: taskset, cgroup quota)")
     train.add_argument("--subset", type=positive_int, metavar="N", help="train on the first N training images")
     train.add_argument("--val-fraction", type=fraction, help="validation share of the training split (default 0.1)")
     train.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")

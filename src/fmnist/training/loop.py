@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from fmnist.augment import augment_batch
+from fmnist.cpus import ThreadChoice, choose_threads
 from fmnist.data.classes import NUM_CLASSES
 from fmnist.data.contract import to_model_input
 from fmnist.errors import FmnistError, RunError
@@ -426,10 +427,11 @@ def write_epochs_log(paths: RunPaths, history: list[dict]) -> None:
     atomic_write_text(paths.epochs_log, "".join(json.dumps(record) + "\n" for record in history))
 
 
-def _set_threads(config: TrainConfig) -> int:
-    threads = config.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    return threads
+def _set_threads(config: TrainConfig) -> ThreadChoice:
+    # Not os.cpu_count(): that ignores taskset, cgroup quotas and OMP_NUM_THREADS (cpus.py).
+    choice = choose_threads(config.threads)
+    torch.set_num_threads(choice.threads)
+    return choice
 
 
 def _run(
@@ -456,7 +458,8 @@ def _run(
                 paths.root.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(paths.config, dump_config(config))
                 run_info = {
-                    **provenance(threads),
+                    **provenance(threads.threads),
+                    "torch_threads_from": threads.source,
                     "processes": context.world_size,
                     "device": str(context.device),
                     "autocast": str(trainer.autocast_dtype or "off"),

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 import fmnist
+from fmnist.cpus import available_cpus
 from fmnist.training.checkpoint import CHECKPOINT_DIR, LAST
 
 
@@ -103,6 +104,7 @@ def provenance(threads: int) -> dict:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpus_available": available_cpus(),  # affinity mask and cgroup quota applied
         "torch_threads": threads,
         "command": sys.argv,
         "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
