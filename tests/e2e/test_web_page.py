@@ -131,9 +131,47 @@ def test_drawing_gets_a_prediction(page):
     assert page.get_attribute("#preview", "src").startswith("data:image/png;base64,")
 
 
-def test_a_refused_upload_shows_the_error(page, tmp_path):
+def test_a_refused_upload_shows_the_error_and_clears_the_previous_answer(page, confident_examples, tmp_path):
+    """Before: the previous image's prediction stayed on the page under the error."""
+    image, class_name = confident_examples[0]
+    good = tmp_path / "good.png"
+    good.write_bytes(png(image))
+    page.set_input_files("#file-input", str(good))
+    assert wait_for_answer(page) == class_name
     path = tmp_path / "notes.txt"
     path.write_text("not an image")
     page.set_input_files("#file-input", str(path))
     page.wait_for_selector("#error:not([hidden])")
     assert "not a supported image" in page.inner_text("#error")
+    assert page.locator("#result").is_hidden()
+    assert page.locator("#bars li").count() == 0 and page.get_attribute("#preview", "src") is None
+
+
+def test_the_page_works_under_its_content_security_policy(page, server):
+    """The server sends a CSP without 'unsafe-inline': the page must need no inline code.
+    (A blocked script or style would show up as a console error, failing the fixture.)"""
+    policy = server.request("GET", "/").headers["content-security-policy"]
+    assert "unsafe-inline" not in policy
+    assert page.evaluate("document.querySelectorAll('script:not([src]), style, [style]').length") == 0
+
+
+@pytest.fixture(scope="module")
+def token_server(real_run, tmp_path_factory):
+    live = LiveServer(real_run, log=tmp_path_factory.mktemp("e2e-token") / "server.log", env={"FMNIST_TOKEN": "page-token"})
+    yield live
+    assert live.stop() == 0, live.log.read_text()
+
+
+def test_a_token_in_the_address_fragment_is_used_and_removed(browser, token_server, confident_examples, tmp_path):
+    image, class_name = confident_examples[0]
+    path = tmp_path / "good.png"
+    path.write_bytes(png(image))
+    page = browser.new_page()
+    try:
+        page.goto(token_server.url + "/#token=page-token")
+        page.wait_for_function("document.getElementById('model-info').textContent.startsWith('Model ')")
+        assert "token" not in page.url
+        page.set_input_files("#file-input", str(path))
+        assert wait_for_answer(page) == class_name
+    finally:
+        page.close()

@@ -8,10 +8,27 @@ const elements = Object.fromEntries(
    "result", "result-label", "result-probability", "preview", "bars", "warnings"].map((id) => [id, document.getElementById(id)])
 );
 
+// A server started with --token: open the page as /#token=TOKEN. The token stays in this
+// tab (sessionStorage) and leaves the address bar, so it is not bookmarked or shared.
+const fragment = new URLSearchParams(window.location.hash.slice(1));
+if (fragment.has("token")) {
+  sessionStorage.setItem("fmnist-token", fragment.get("token"));
+  history.replaceState(null, "", window.location.pathname + window.location.search);
+}
+const token = sessionStorage.getItem("fmnist-token");
+const authorization = token ? { Authorization: `Bearer ${token}` } : {};
+
 function showError(message) {
   elements.error.textContent = message;
   elements.error.hidden = false;
   elements.status.textContent = "";
+  // The previous answer belongs to another image: do not leave it under the error.
+  elements.result.hidden = true;
+  elements["result-label"].textContent = "";
+  elements["result-probability"].textContent = "";
+  elements.preview.removeAttribute("src");
+  elements.bars.replaceChildren();
+  elements.warnings.replaceChildren();
 }
 
 function showResult(prediction) {
@@ -56,7 +73,11 @@ async function classify(blob, filename) {
   elements.status.textContent = "Classifying…";
   elements.error.hidden = true;
   try {
-    const response = await fetch(`/v1/predict?preview=true&top_k=${TOP_K}`, { method: "POST", body: form });
+    const response = await fetch(`/v1/predict?preview=true&top_k=${TOP_K}`, {
+      method: "POST",
+      body: form,
+      headers: authorization,
+    });
     const document_ = await response.json();
     if (!response.ok) {
       showError(`${document_.error}${document_.fix ? ` (${document_.fix})` : ""}`);
@@ -133,11 +154,16 @@ elements["predict-drawing"].addEventListener("click", () => {
 });
 
 // Which model answers.
-fetch("/v1/model")
-  .then((response) => response.json())
+fetch("/v1/model", { headers: authorization })
+  .then((response) => {
+    if (!response.ok) throw new Error(`status ${response.status}`);
+    return response.json();
+  })
   .then((info) => {
     elements["model-info"].textContent = `Model ${info.model} (${info.backend}), ${info.class_names.length} classes.`;
   })
   .catch(() => {
-    elements["model-info"].textContent = "Model information unavailable.";
+    elements["model-info"].textContent = token
+      ? "Model information unavailable."
+      : "Model information unavailable (a server started with --token needs /#token=TOKEN).";
   });
