@@ -6,8 +6,9 @@ and modification and status-change times in nanoseconds. Tools that restore a ti
 (ctime): the kernel sets it on every write, rename or utime, so any edit or replacement
 makes a new key. Where the file system stamps times coarsely (a tick of a few ms), a file
 changed twice within one tick could keep its key; an entry made within ``RACY_WINDOW_NS``
-of a source file's last change therefore also records a SHA-256 of the file's bytes, and
-is trusted only after that digest is checked again (as git does for "racily clean" files).
+of a source file's last change therefore also records the SHA-256 of the file's bytes as
+the parser read them, and is trusted only after that digest is checked again (as git does
+for "racily clean" files), until the file is old enough for its key alone.
 
 Each entry stores the SHA-256 of its arrays' bytes, checked on every load: a damaged entry
 is discarded (with a log line) and the files are parsed again. That costs ~40 ms for the
@@ -55,7 +56,7 @@ class SourceState:
     """What the source files looked like just before they were parsed."""
 
     key: str
-    file_digests: list[str] | None  # SHA-256 of each file's bytes; None when not racy
+    racy: bool  # changed so recently that a further change might keep the key
 
 
 def _identity(files: SplitFiles) -> list:
@@ -73,6 +74,7 @@ def _key(files: SplitFiles) -> str:
 
 
 def _file_digests(files: SplitFiles) -> list[str]:
+    """SHA-256 of each file's bytes; bounded, as the files have the size their key records."""
     digests = []
     for path in files.paths:
         digest = hashlib.sha256()
@@ -89,11 +91,9 @@ def _is_racy(files: SplitFiles, now_ns: int) -> bool:
 
 
 def source_state(files: SplitFiles) -> SourceState:
-    """Take the files' key (and, when they changed just now, their digests) before parsing,
-    so that a change made while parsing is seen by the next load."""
-    key = _key(files)
-    digests = _file_digests(files) if _is_racy(files, time.time_ns()) else None
-    return SourceState(key=key, file_digests=digests)
+    """The files' key, taken before parsing so that a change made while parsing is seen
+    by the next load."""
+    return SourceState(key=_key(files), racy=_is_racy(files, time.time_ns()))
 
 
 def _entry_digest(images: np.ndarray, labels: np.ndarray, info: dict) -> str:
@@ -164,12 +164,21 @@ def _write_info(entry: Path, info: dict) -> None:
         pass
 
 
-def store_cached(state: SourceState, images: np.ndarray, labels: np.ndarray, info: dict) -> None:
-    """Write a cache entry atomically; a failure to cache never fails the load."""
+def store_cached(
+    state: SourceState, images: np.ndarray, labels: np.ndarray, info: dict, file_digests: list[str]
+) -> None:
+    """Write a cache entry atomically; a failure to cache never fails the load.
+
+    ``file_digests`` are the SHA-256 of each source file's bytes as parsed; they are kept
+    only for a racy entry (see the module docstring)."""
     entry = _entry_dir(state.key)
     if entry.exists():
         return
-    info = {**info, "array_sha256": _entry_digest(images, labels, info), "file_sha256": state.file_digests}
+    info = {
+        **info,
+        "array_sha256": _entry_digest(images, labels, info),
+        "file_sha256": file_digests if state.racy else None,
+    }
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=entry.parent))

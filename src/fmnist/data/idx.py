@@ -26,7 +26,7 @@ from typing import BinaryIO
 import numpy as np
 
 from fmnist.data.classes import IMAGE_SIZE, NUM_CLASSES
-from fmnist.data.input_files import open_regular_file
+from fmnist.data.input_files import HashingReader, open_regular_file
 from fmnist.data.limits import RAISE_HINT, max_images
 from fmnist.errors import DataError
 
@@ -50,13 +50,16 @@ class _RawIdx:
 
 
 @contextlib.contextmanager
-def _decompressed(path: Path) -> Iterator[tuple[BinaryIO, int | None]]:
+def _decompressed(path: Path, file_digest: hashlib._Hash | None) -> Iterator[tuple[BinaryIO, int | None]]:
     """The file's content as a stream (inflated when it is gzip data) and, for an
-    uncompressed file, its size in bytes (None for gzip: unknown until inflated)."""
+    uncompressed file, its size in bytes (None for gzip: unknown until inflated).
+    ``file_digest``, if given, is fed the file's bytes as they are read."""
     with open_regular_file(path) as raw:
-        if raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
-            raw.seek(0)
-            with gzip.GzipFile(fileobj=raw, mode="rb") as inflated:
+        gzipped = raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+        raw.seek(0)
+        source = raw if file_digest is None else HashingReader(raw, file_digest)
+        if gzipped:
+            with gzip.GzipFile(fileobj=source, mode="rb") as inflated:
                 yield inflated, None
             return
         if path.suffix == ".gz":
@@ -64,8 +67,7 @@ def _decompressed(path: Path) -> Iterator[tuple[BinaryIO, int | None]]:
                 f"{path}: the name ends in .gz but the content is not gzip data",
                 "download it again, or remove the .gz suffix if it is an uncompressed IDX file",
             )
-        raw.seek(0)
-        yield raw, os.fstat(raw.fileno()).st_size
+        yield source, os.fstat(raw.fileno()).st_size
 
 
 @contextlib.contextmanager
@@ -124,8 +126,8 @@ def _check_dims(path: Path, dims: tuple[int, ...]) -> None:
         )
 
 
-def _read_raw(path: Path, *, expected_dims: int | None) -> _RawIdx:
-    with _decompressed(path) as (stream, file_size), _gzip_errors(path):
+def _read_raw(path: Path, *, expected_dims: int | None, file_digest: hashlib._Hash | None = None) -> _RawIdx:
+    with _decompressed(path, file_digest) as (stream, file_size), _gzip_errors(path):
         head = stream.read(4)
         ndim = _check_header(path, head, expected_dims)
         sizes = stream.read(4 * ndim)
@@ -175,9 +177,10 @@ def read_content(path: Path) -> bytes:
     return raw.header + raw.data.tobytes()
 
 
-def read_idx(path: Path, *, kind: str) -> IdxContent:
-    """Read an IDX images (kind="images") or labels (kind="labels") file."""
-    raw = _read_raw(path, expected_dims=3 if kind == "images" else 1)
+def read_idx(path: Path, *, kind: str, file_digest: hashlib._Hash | None = None) -> IdxContent:
+    """Read an IDX images (kind="images") or labels (kind="labels") file; ``file_digest``,
+    if given, is fed the file's bytes as read (the parsed-data cache keeps it)."""
+    raw = _read_raw(path, expected_dims=3 if kind == "images" else 1, file_digest=file_digest)
     array = raw.data.reshape(raw.dims)
     if kind == "labels" and array.size and int(array.max()) >= NUM_CLASSES:
         index = int(np.argmax(array >= NUM_CLASSES))
@@ -192,9 +195,12 @@ def read_idx(path: Path, *, kind: str) -> IdxContent:
     return IdxContent(array=array, sha256=digest.hexdigest())
 
 
-def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[IdxContent, IdxContent]:
-    images = read_idx(images_path, kind="images")
-    labels = read_idx(labels_path, kind="labels")
+def read_idx_pair(
+    images_path: Path, labels_path: Path, *, file_digests: tuple[hashlib._Hash, hashlib._Hash] | None = None
+) -> tuple[IdxContent, IdxContent]:
+    images_digest, labels_digest = file_digests or (None, None)
+    images = read_idx(images_path, kind="images", file_digest=images_digest)
+    labels = read_idx(labels_path, kind="labels", file_digest=labels_digest)
     if len(images.array) != len(labels.array):
         raise DataError(
             f"{images_path} holds {len(images.array):,} images but {labels_path} holds "

@@ -10,6 +10,8 @@ become one-line errors naming the path.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import stat
 from typing import BinaryIO
@@ -114,3 +116,21 @@ def refuse_special_file(path: str | os.PathLike[str], error: type[FmnistError] =
         return
     if not stat.S_ISREG(mode):
         raise not_regular_error(path, mode, error)
+
+
+class HashingReader(io.RawIOBase):
+    """A read-only stream over ``source`` that feeds every byte read to ``digest``: the
+    digest is then of exactly the bytes a parser consumed, whatever happens to the file."""
+
+    def __init__(self, source: BinaryIO, digest: hashlib._Hash) -> None:
+        self._source = source
+        self._digest = digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self._source.readinto(buffer)
+        if count:
+            self._digest.update(memoryview(buffer)[:count])
+        return count

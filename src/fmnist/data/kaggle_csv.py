@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import re
 import zlib
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ import pyarrow.csv as pa_csv
 
 from fmnist.data.classes import IMAGE_SIZE, NUM_CLASSES
 from fmnist.data.idx import GZIP_MAGIC
-from fmnist.data.input_files import open_regular_file
+from fmnist.data.input_files import HashingReader, open_regular_file
 from fmnist.data.limits import MAX_CSV_LINE_BYTES, RAISE_HINT, max_images
 from fmnist.errors import DataError
 
@@ -43,12 +44,14 @@ BLOCK_BYTES = 4 * MAX_CSV_LINE_BYTES
 
 
 @contextlib.contextmanager
-def _text(path: Path) -> Iterator[BinaryIO]:
+def _text(path: Path, file_digest: hashlib._Hash | None = None) -> Iterator[BinaryIO]:
     """The file's bytes as a stream, inflated when they are gzip data; read errors
-    (corrupt or truncated gzip, memory) become one-line DataErrors."""
+    (corrupt or truncated gzip, memory) become one-line DataErrors. ``file_digest``, if
+    given, is fed the file's bytes as they are read."""
     with open_regular_file(path) as raw:
         gzipped = raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC
         raw.seek(0)
+        source = raw if file_digest is None else HashingReader(raw, file_digest)
         if not gzipped and path.suffix.lower() == ".gz":
             raise DataError(
                 f"{path}: the name ends in .gz but the content is not gzip data",
@@ -56,10 +59,10 @@ def _text(path: Path) -> Iterator[BinaryIO]:
             )
         try:
             if gzipped:
-                with gzip.GzipFile(fileobj=raw, mode="rb") as inflated:
+                with gzip.GzipFile(fileobj=source, mode="rb") as inflated:
                     yield inflated
             else:
-                yield raw
+                yield source
         except EOFError:
             raise DataError(f"{path}: the gzip stream is truncated (the file was cut short)", "compress it again") from None
         except (gzip.BadGzipFile, zlib.error) as error:
@@ -77,17 +80,22 @@ def _count_lines(path: Path, *, has_header: bool, max_rows: int) -> int:
         while chunk := stream.read(MAX_CSV_LINE_BYTES):
             # Lines end in LF, CRLF or CR, as pyarrow reads them. A CRLF split between two
             # chunks counts twice: the count is an upper bound, which is all it needs to be.
-            ends = chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+            returns = chunk.count(b"\r")  # usually none: skip the slower two-byte count
+            ends = chunk.count(b"\n") + returns - (chunk.count(b"\r\n") if returns else 0)
             if not ends:
                 run += len(chunk)
             else:
-                first = min(index for index in (chunk.find(b"\n"), chunk.find(b"\r")) if index >= 0)
+                if returns:
+                    first = min(index for index in (chunk.find(b"\n"), chunk.find(b"\r")) if index >= 0)
+                    last = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+                else:
+                    first, last = chunk.find(b"\n"), chunk.rfind(b"\n")
                 # Lines between two line ends of one chunk are shorter than the chunk.
                 if run + first > MAX_CSV_LINE_BYTES:
                     run += first
                     break
                 lines += ends
-                run = len(chunk) - max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) - 1
+                run = len(chunk) - last - 1
             if run > MAX_CSV_LINE_BYTES:
                 break
             if lines - skip > max_rows:
@@ -218,7 +226,7 @@ def _diagnose(path: Path, names: list[str], has_header: bool, error: Exception) 
 
 
 def _parse_rows(
-    path: Path, names: list[str], has_header: bool, capacity: int
+    path: Path, names: list[str], has_header: bool, capacity: int, file_digest: hashlib._Hash | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Stream the rows into (rows, 784) pixels and (rows,) labels allocated once for
     ``capacity`` rows; empty cells are refused with their line."""
@@ -226,7 +234,7 @@ def _parse_rows(
     pixels = np.empty((capacity, PIXELS), dtype=np.uint8)
     labels = np.empty(capacity, dtype=np.uint8) if has_labels else None
     filled = 0
-    with _text(path) as stream:
+    with _text(path, file_digest) as stream:
         # uint8 conversion rejects anything outside 0-255 and anything non-numeric; empty
         # cells become nulls, checked below.
         batches = pa_csv.open_csv(
@@ -256,13 +264,18 @@ def _parse_rows(
 
 
 def read_kaggle_csv(
-    path: Path, *, require_labels: bool = True, max_rows: int | None = None
+    path: Path,
+    *,
+    require_labels: bool = True,
+    max_rows: int | None = None,
+    file_digest: hashlib._Hash | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a Kaggle-layout CSV into uint8 images (N, 28, 28) and int64 labels (N,).
 
     Rows may come in any order. With ``require_labels=False`` a file without the label
     column is accepted and the labels are returned as None. More than ``max_rows`` rows
-    (default ``limits.max_images()``) are refused before parsing.
+    (default ``limits.max_images()``) are refused before parsing. ``file_digest``, if
+    given, is fed the file's bytes as parsed (the parsed-data cache keeps it).
     """
     names, has_header = _sniff_header(path)
     has_labels = names[0] == LABEL_COLUMN
@@ -270,7 +283,7 @@ def read_kaggle_csv(
         raise DataError(f"{path}: no label column", "add a 'label' column first, as in the Kaggle files")
     capacity = _count_lines(path, has_header=has_header, max_rows=max_rows or max_images())
     try:
-        pixels, label_bytes = _parse_rows(path, names, has_header, capacity)
+        pixels, label_bytes = _parse_rows(path, names, has_header, capacity, file_digest)
     except (pa.ArrowInvalid, UnicodeDecodeError) as error:
         raise _diagnose(path, names, has_header, error) from None
     except MemoryError:  # pyarrow's ArrowMemoryError is one too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -60,13 +61,15 @@ def locate_data(
     return DataSource(root=folder, origin="download", splits=scan_folder(folder))
 
 
-def _parse(files: SplitFiles) -> tuple[np.ndarray, np.ndarray]:
+def _parse(files: SplitFiles) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images, labels, and the SHA-256 of each file's bytes as parsed (for the cache)."""
+    digests = tuple(hashlib.sha256() for _ in files.paths)
     if files.format == "idx":
-        images, labels = read_idx_pair(*files.paths)
-        return images.array, labels.array.astype(np.int64)
-    images, labels = read_kaggle_csv(files.paths[0])
+        images, labels = read_idx_pair(*files.paths, file_digests=digests)
+        return images.array, labels.array.astype(np.int64), [digest.hexdigest() for digest in digests]
+    images, labels = read_kaggle_csv(files.paths[0], file_digest=digests[0])
     assert labels is not None  # require_labels=True guarantees it
-    return images, labels
+    return images, labels, [digests[0].hexdigest()]
 
 
 def load(
@@ -87,10 +90,10 @@ def load(
         images, labels, info = cached.images, cached.labels, cached.info
     else:
         state = source_state(files)  # before parsing, so a change while parsing is seen later
-        images, labels = _parse(files)
+        images, labels, file_digests = _parse(files)
         digest = content_digest(images, labels)
         info = {"content_digest": digest, "official": digest == OFFICIAL_CONTENT_DIGESTS[split]}
-        store_cached(state, images, labels, info)
+        store_cached(state, images, labels, info, file_digests)
     if not info["official"] and source.origin in ("cache", "download"):
         # Only fmnist writes the cache, and only verified files: a mismatch there means
         # the copy was damaged afterwards.
