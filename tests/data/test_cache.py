@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import json
+import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
 
-from fmnist.data import load, loading
+from fmnist.data import cache, load, loading
 
 
 def entries(cache_root):
@@ -102,3 +105,110 @@ def test_no_staging_folders_are_left_behind(tiny_idx_dir, isolated_fmnist_cache)
 
     names = [path.name for path in (isolated_fmnist_cache / "arrays").iterdir()]
     assert len(names) == 2 and not any(name.startswith(".staging") for name in names)
+
+
+# -- entries that no longer match their files ----------------------------------------------
+def _edit_in_place(path, offset, value):
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(bytes([value]))
+
+
+def _restore_times(path, before):
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+@pytest.mark.parametrize("how", ["in-place-then-utime", "copy2-like-cp-p", "same-size-rename"])
+def test_an_edit_that_keeps_size_and_timestamp_is_seen(tmp_path, data_files, tiny_train, how):
+    # Regression: the key was (path, size, mtime), so `cp -p`, `rsync -t`, `tar x` or
+    # os.utime after an edit served the old arrays (and their "official" verdict).
+    folder = tmp_path / "plain"
+    data_files.idx_split(folder, tiny_train, gzipped=False)
+    labels_path = folder / "train-labels-idx1-ubyte"
+    load("train", folder)
+    before = labels_path.stat()
+    changed = tiny_train.labels.copy()
+    changed[-1] = (changed[-1] + 1) % 10
+    if how == "in-place-then-utime":
+        _edit_in_place(labels_path, before.st_size - 1, int(changed[-1]))
+    else:
+        other = data_files.idx(tmp_path / "other-labels", changed)
+        if how == "copy2-like-cp-p":
+            shutil.copy2(other, labels_path)  # rewrites the same inode, copies the old mtime below
+        else:
+            os.replace(other, labels_path)  # a new inode under the old name
+    _restore_times(labels_path, before)
+    assert labels_path.stat().st_size == before.st_size and labels_path.stat().st_mtime_ns == before.st_mtime_ns
+
+    reloaded = load("train", folder)
+
+    np.testing.assert_array_equal(reloaded.labels, changed)
+
+
+@pytest.mark.parametrize("where", ["images", "labels"])
+def test_a_corrupted_entry_is_discarded_and_parsed_again(tiny_idx_dir, tiny_train, isolated_fmnist_cache, caplog, where):
+    # Regression: a flipped byte in a cached .npy was served as the data.
+    load("train", tiny_idx_dir)
+    [entry] = entries(isolated_fmnist_cache)
+    target = entry / f"{where}.npy"
+    raw = bytearray(target.read_bytes())
+    raw[-1] ^= 0x01
+    target.write_bytes(bytes(raw))
+
+    with caplog.at_level(logging.INFO, logger="fmnist.data.cache"):
+        reloaded = load("train", tiny_idx_dir)
+
+    np.testing.assert_array_equal(reloaded.images, tiny_train.images)
+    np.testing.assert_array_equal(reloaded.labels, tiny_train.labels)
+    assert any("damaged" in record.getMessage() for record in caplog.records)
+    forbid = load("train", tiny_idx_dir)  # the entry was written again, intact
+    np.testing.assert_array_equal(forbid.labels, tiny_train.labels)
+
+
+def test_a_forged_official_verdict_is_not_believed(tiny_idx_dir, isolated_fmnist_cache):
+    load("train", tiny_idx_dir)
+    [entry] = entries(isolated_fmnist_cache)
+    info = json.loads((entry / "info.json").read_text())
+    (entry / "info.json").write_text(json.dumps({**info, "official": True}))
+
+    assert load("train", tiny_idx_dir).official is False
+
+
+def test_an_entry_claiming_a_huge_shape_costs_nothing(tiny_idx_dir, tiny_train, isolated_fmnist_cache):
+    # A damaged .npy header claiming 10^12 images (784 TB) is discarded, not allocated.
+    load("train", tiny_idx_dir)
+    [entry] = entries(isolated_fmnist_cache)
+    with open(entry / "images.npy", "wb") as out:
+        header = {"descr": "|u1", "fortran_order": False, "shape": (10**12, 28, 28)}
+        np.lib.format.write_array_header_1_0(out, header)
+        out.write(tiny_train.images.tobytes())
+
+    np.testing.assert_array_equal(load("train", tiny_idx_dir).images, tiny_train.images)
+
+
+def test_a_change_within_one_timestamp_tick_is_caught_by_the_file_digest(tmp_path, data_files, tiny_train, monkeypatch):
+    # On a file system with coarse timestamps, an edit right after caching can leave every
+    # stat field as it was. Modelled here with a key of what such an edit cannot change.
+    monkeypatch.setattr(
+        cache, "_identity", lambda files: [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files.paths]
+    )
+    folder = tmp_path / "plain"
+    data_files.idx_split(folder, tiny_train, gzipped=False)
+    labels_path = folder / "train-labels-idx1-ubyte"
+    load("train", folder)  # just written: the entry is racy and keeps the files' digests
+    before = labels_path.stat()
+    _edit_in_place(labels_path, before.st_size - 1, (int(tiny_train.labels[-1]) + 1) % 10)
+    _restore_times(labels_path, before)
+
+    assert load("train", folder).labels[-1] == (tiny_train.labels[-1] + 1) % 10
+
+
+def test_a_racy_entry_is_trusted_by_its_key_once_old(tiny_idx_dir, isolated_fmnist_cache, monkeypatch):
+    load("train", tiny_idx_dir)
+    [entry] = entries(isolated_fmnist_cache)
+    assert json.loads((entry / "info.json").read_text())["file_sha256"] is not None
+    monkeypatch.setattr(cache, "RACY_WINDOW_NS", 0)  # as if the files were written long ago
+
+    load("train", tiny_idx_dir)
+
+    assert json.loads((entry / "info.json").read_text())["file_sha256"] is None
