@@ -38,11 +38,17 @@ def plot_learning_curves(history: list[dict]) -> Figure:
     figure = Figure(figsize=(12, 3.6))
     epochs = [record["epoch"] for record in history]
     loss_axes, accuracy_axes, lr_axes = figure.subplots(1, 3)
+    # A --full run has no validation split: its records hold None there, and only training curves.
+    validated = [r for r in history if r.get("val_loss") is not None]
     loss_axes.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train (augmented)")
-    loss_axes.plot(epochs, [r["val_loss"] for r in history], marker="o", label="validation")
+    if validated:
+        loss_axes.plot([r["epoch"] for r in validated], [r["val_loss"] for r in validated], marker="o", label="validation")
     loss_axes.set(title="Loss", xlabel="epoch")
     accuracy_axes.plot(epochs, [r["train_accuracy"] for r in history], marker="o", label="train (augmented)")
-    accuracy_axes.plot(epochs, [r["val_accuracy"] for r in history], marker="o", label="validation")
+    if validated:
+        accuracy_axes.plot(
+            [r["epoch"] for r in validated], [r["val_accuracy"] for r in validated], marker="o", label="validation"
+        )
     accuracy_axes.set(title="Accuracy", xlabel="epoch")
     lr_axes.plot(epochs, [r["lr"] for r in history], marker="o")
     lr_axes.set(title="Learning rate (end of epoch)", xlabel="epoch", yscale="log")

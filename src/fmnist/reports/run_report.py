@@ -48,6 +48,21 @@ def _per_class_rows(report: dict, class_names: list[str]) -> list[list[str]]:
     return rows
 
 
+def _training_summary(history: list[dict]) -> str:
+    total = sum(r.get("seconds") or 0 for r in history)
+    best = max((r for r in history if r.get("best")), key=lambda r: r["epoch"], default=history[-1])
+    if best.get("val_loss") is None:  # --full: trained on train + validation, nothing held out
+        return (
+            f"<p>{len(history)} epochs in {total:.0f} s on the training and validation images together "
+            "(--full): no validation split, so the recipe's fixed schedule ran to the end and the last "
+            f"epoch's weights (epoch {history[-1]['epoch']}) were kept.</p>"
+        )
+    return (
+        f"<p>{len(history)} epochs in {total:.0f} s; best validation loss {best['val_loss']:.4f} "
+        f"(accuracy {best['val_accuracy']:.2%}) at epoch {best['epoch']}, whose weights were kept.</p>"
+    )
+
+
 def build_figures(run_dir: Path, predictions: Predictions, metrics: dict) -> dict[str, bytes]:
     """Render the report's figures as PNG bytes, keyed by file name."""
     config = _read_json(run_dir / "config.json")
@@ -92,13 +107,7 @@ def render_report(
     if data:
         sections.append("<h2>Test data</h2>" + key_value_table(data))
     if history:
-        best = max((r for r in history if r.get("best")), key=lambda r: r["epoch"], default=history[-1])
-        total = sum(r["seconds"] for r in history)
-        sections.append(
-            "<h2>Training</h2>"
-            f"<p>{len(history)} epochs in {total:.0f} s; best validation loss {best['val_loss']:.4f} "
-            f"(accuracy {best['val_accuracy']:.2%}) at epoch {best['epoch']}, whose weights were kept.</p>"
-        )
+        sections.append("<h2>Training</h2>" + _training_summary(history))
     if "learning_curves.png" in pngs:
         sections.append(embedded_png(pngs["learning_curves.png"], "learning curves"))
     sections.append("<h2>Confusions</h2>")

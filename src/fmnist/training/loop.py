@@ -295,12 +295,21 @@ class Trainer:
         total_loss, total_correct, total_seen = self.context.all_reduce_sum(totals).tolist()
         mean_loss = total_loss / max(total_seen, 1)
         if not math.isfinite(mean_loss):
-            raise TrainingDiverged(
-                f"the training loss became {mean_loss} in epoch {self.epochs_done + 1}",
-                f"lower the learning rate (--lr, now {config.lr}); the last good epoch is kept in "
-                f"{self.paths.last_checkpoint}",
-            )
+            raise self._diverged("training", mean_loss, self.epochs_done + 1)
         return mean_loss, total_correct / max(total_seen, 1), lr
+
+    def _diverged(self, which: str, loss: float, epoch: int) -> TrainingDiverged:
+        # A first-epoch divergence leaves no run behind (_forget_unstarted_run), so the same
+        # --out takes the retry; a later one keeps its good epochs' checkpoint.
+        kept = (
+            f" and another --out (the state after epoch {self.epochs_done} is kept in {self.paths.last_checkpoint})"
+            if self.epochs_done
+            else ""
+        )
+        return TrainingDiverged(
+            f"the {which} loss became {loss} in epoch {epoch}",
+            f"train again with a lower learning rate (--lr, now {self.config.lr:g}){kept}",
+        )
 
     def fit(self, on_epoch: Callable[[EpochEnd], None] | None = None) -> None:
         """Run epochs until the maximum or early stopping, checkpointing after each."""
@@ -320,6 +329,8 @@ class Trainer:
                 val_loss, val_accuracy = validate(
                     self.evaluated_model, self.data.val_images, self.data.val_labels, self.config, self.context
                 )
+                if not math.isfinite(val_loss):  # e.g. weights that overflow only in the average
+                    raise self._diverged("validation", val_loss, self.epochs_done)
                 # The stopper minimises; accuracy is watched as its complement.
                 watched = val_loss if self.config.select_on == "val_loss" else 1.0 - val_accuracy
                 improved = self.stopper.update(self.epochs_done, watched)
@@ -469,7 +480,12 @@ def _run(
             trainer.restore(state)
             if context.is_main:
                 log.info("resuming %s after epoch %d", paths.root, trainer.epochs_done)
-        trainer.fit(on_epoch)
+        try:
+            trainer.fit(on_epoch)
+        except TrainingDiverged:
+            if context.is_main and trainer.epochs_done == 0 and state is None:
+                _forget_unstarted_run(paths)
+            raise
         best = trainer.finish()
         return TrainResult(
             run_dir=paths.root,
@@ -482,6 +498,17 @@ def _run(
         )
     finally:
         distributed.shutdown(context)
+
+
+def _forget_unstarted_run(paths: RunPaths) -> None:
+    """Remove what a run that diverged in its first epoch wrote (config, provenance): no
+    epoch to resume from, and the same --out must take the retry with a lower rate."""
+    for path in (paths.config, paths.provenance, paths.epochs_log):
+        path.unlink(missing_ok=True)
+    try:
+        paths.root.rmdir()  # only when empty: never what was there before
+    except OSError:
+        pass
 
 
 def train(
