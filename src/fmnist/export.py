@@ -150,6 +150,11 @@ def exportable_module(module: nn.Module, sample: torch.Tensor) -> nn.Module:
     return module
 
 
+def _source_name(path: Path) -> str:
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
 def _metadata(loaded: LoadedModel) -> dict[str, str]:
     card = loaded.card
     return {
@@ -157,7 +162,8 @@ def _metadata(loaded: LoadedModel) -> dict[str, str]:
         META_TEMPERATURE: repr(float(card.temperature)),
         META_TTA_FLIP: "true" if card.tta_flip else "false",
         META_PREPROCESSING: json.dumps({**card.preprocessing, "description": CONTRACT_TEXT}),
-        META_MODEL: json.dumps({"name": card.model, "args": card.model_args, "source": str(loaded.path)}),
+        # The source by its run folder and file name: no path of the exporting machine.
+        META_MODEL: json.dumps({"name": card.model, "args": card.model_args, "source": _source_name(loaded.path)}),
         "fmnist.version": fmnist.__version__,
     }
 

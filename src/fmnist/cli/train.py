@@ -74,7 +74,8 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 
 def _absolute(path: str | None) -> str | None:
-    # Stored in config.json and the model card, so it must not depend on the working directory.
+    # Stored in config.json, so it must not depend on the working directory (the model card
+    # stores names relative to the run instead: training/specialist.py).
     return str(Path(path).expanduser().resolve()) if path else None
 
 

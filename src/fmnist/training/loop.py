@@ -44,7 +44,11 @@ from fmnist.training.ema import exponential_moving_average
 from fmnist.training.precision import autocast, autocast_dtype
 from fmnist.training.run_folder import RunPaths, provenance
 from fmnist.training.schedule import PlateauScaler, scheduled_lr
-from fmnist.training.specialist import fit_combination_weight, specialist_card
+from fmnist.training.specialist import (
+    fit_combination_weight,
+    specialist_card,
+    start_name,
+)
 from fmnist.training.transfer import (
     check_start,
     initialise_weights,
@@ -406,13 +410,15 @@ class Trainer:
                 },
             )
             if self.config.specialist is not None:
-                card.class_names, card.extra["specialist"] = specialist_card(self.config.specialist, self.config.base_run)
+                card.class_names, card.extra["specialist"] = specialist_card(
+                    self.config.specialist, self.config.base_run, run_dir=self.paths.root
+                )
                 weight = fit_combination_weight(best, self.config, self.data.val_images, self.data.val_labels)
                 card.extra["specialist"]["weight"] = 1.0 if weight is None else weight
                 card.extra["specialist"]["weight_fitted_on"] = "validation" if weight is not None else None
             start = self.config.pretrained or self.config.init_run
             if start is not None:
-                card.extra["initialised_from"] = start
+                card.extra["initialised_from"] = start_name(start)
             save_model(self.paths.best_checkpoint, best, card)
             save_model(self.paths.model, best, card)
         self.context.barrier()

@@ -7,6 +7,8 @@ that consults it; evaluation/specialist.py combines the two.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,10 +47,22 @@ def remap_to_group(labels: np.ndarray, name: str) -> np.ndarray:
     return remap[labels]
 
 
-def specialist_card(name: str, base_run: str) -> tuple[list[str], dict]:
-    """(class names, the model card's ``extra['specialist']``) for a specialist of group ``name``."""
+def specialist_card(name: str, base_run: str | os.PathLike[str], *, run_dir: str | os.PathLike[str]) -> tuple[list[str], dict]:
+    """(class names, the model card's ``extra['specialist']``) for a specialist of group
+    ``name`` trained into ``run_dir``.
+
+    The base run is stored relative to the specialist's run folder (e.g. "../base"), not
+    as an absolute path: a model file must not carry the training machine's folders, and
+    the two runs keep working when moved or copied together (inference.combined resolves it)."""
     classes = group_classes(name)
-    return [CLASS_NAMES[i] for i in classes], {"group": name, "classes": list(classes), "base_run": base_run}
+    relative = os.path.relpath(Path(base_run).expanduser().resolve(), Path(run_dir).expanduser().resolve())
+    return [CLASS_NAMES[i] for i in classes], {"group": name, "classes": list(classes), "base_run": relative}
+
+
+def start_name(start: str | os.PathLike[str]) -> str:
+    """How a model card names the weights a run started from (--pretrained, --init): a
+    named set as it is, a file or run folder by its name only (no machine path)."""
+    return Path(start).name or str(start)
 
 
 def fit_combination_weight(model: nn.Module, config: TrainConfig, val_images: torch.Tensor, val_labels: torch.Tensor) -> float | None:
