@@ -9,6 +9,8 @@ and the server's resident memory before and after.
         [--serve-args --threads 1 --max-wait-ms 2]
     # or load a server that is already running (give --pid for its memory):
     python benchmarks/serve_load.py --url http://127.0.0.1:8000 [--pid PID]
+    # with a share of bad uploads (text files: each must be answered 415, anything else is an error):
+    python benchmarks/serve_load.py --model RUN_DIR --bad-fraction 0.1
 
 Requests carry 28x28 PNGs of training images (the test split is kept for measuring models).
 The client is one asyncio process with raw HTTP/1.1, so it costs little CPU beside the server.
@@ -61,7 +63,10 @@ async def read_reply(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def client(host: str, port: int, requests: list[bytes], seed: int, stop_at: float, warm_until: float, results: dict) -> None:
+async def client(
+    host: str, port: int, requests: list[bytes], seed: int, stop_at: float, warm_until: float, results: dict,
+    bad: bytes | None = None, bad_fraction: float = 0.0,
+) -> None:  # fmt: skip
     rng = np.random.default_rng(seed)
     reader = writer = None
     while time.perf_counter() < stop_at:
@@ -69,7 +74,8 @@ async def client(host: str, port: int, requests: list[bytes], seed: int, stop_at
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)
-            payload = requests[int(rng.integers(len(requests)))]
+            refused = bad is not None and rng.random() < bad_fraction
+            payload = bad if refused else requests[int(rng.integers(len(requests)))]
             started = time.perf_counter()  # connecting is not part of a request's latency
             writer.write(payload)
             status, _ = await read_reply(reader)
@@ -84,7 +90,9 @@ async def client(host: str, port: int, requests: list[bytes], seed: int, stop_at
             continue
         if started < warm_until:
             continue
-        if status == 200:
+        if refused and status == 415:
+            results["refused"] += 1
+        elif status == 200 and not refused:
             results["latencies"].append(finished - started)
         else:
             results["errors"][f"HTTP {status}"] = results["errors"].get(f"HTTP {status}", 0) + 1
@@ -92,12 +100,15 @@ async def client(host: str, port: int, requests: list[bytes], seed: int, stop_at
         writer.close()
 
 
-async def load(host: str, port: int, requests: list[bytes], *, clients: int, duration: float, warmup: float) -> dict:
-    results = {"latencies": [], "errors": {}}
+async def load(
+    host: str, port: int, requests: list[bytes], *, clients: int, duration: float, warmup: float,
+    bad: bytes | None = None, bad_fraction: float = 0.0,
+) -> dict:  # fmt: skip
+    results = {"latencies": [], "errors": {}, "refused": 0}
     warm_until = time.perf_counter() + warmup
     stop_at = warm_until + duration
     await asyncio.gather(
-        *(client(host, port, requests, seed, stop_at, warm_until, results) for seed in range(clients))
+        *(client(host, port, requests, seed, stop_at, warm_until, results, bad, bad_fraction) for seed in range(clients))
     )
     return results
 
@@ -221,6 +232,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load not measured")
     parser.add_argument("--images", type=int, default=256, help="distinct training images sent")
     parser.add_argument("--data", help="dataset folder (default: the usual search)")
+    parser.add_argument("--bad-fraction", type=float, default=0.0, help="share of requests that upload a text file (expect 415)")
     parser.add_argument("--serve-args", nargs=argparse.REMAINDER, default=[], help="passed to `fmnist serve`")
     args = parser.parse_args()
 
@@ -233,10 +245,20 @@ def main() -> None:
     parts = urlsplit(url)
     try:
         requests = [request_bytes(parts.hostname, parts.port, png) for png in training_pngs(args.images, args.data)]
+        bad = request_bytes(parts.hostname, parts.port, b"this is not an image\n" * 20)
         rss_before = rss_mib(pid)
         batches_before = batch_stats(url)
         results = run_event_loop(
-            load(parts.hostname, parts.port, requests, clients=args.clients, duration=args.duration, warmup=args.warmup)
+            load(
+                parts.hostname,
+                parts.port,
+                requests,
+                clients=args.clients,
+                duration=args.duration,
+                warmup=args.warmup,
+                bad=bad,
+                bad_fraction=args.bad_fraction,
+            )
         )
         batches_after = batch_stats(url)
         rss_after = rss_mib(pid)
@@ -255,6 +277,8 @@ def main() -> None:
         "warmup_s": args.warmup,
         "images_per_request": 1,
         "requests_ok": len(latencies),
+        "bad_fraction": args.bad_fraction,
+        "requests_refused_as_expected": results["refused"],
         "errors": sum(results["errors"].values()),
         "errors_by_kind": results["errors"],
         "throughput_predictions_per_s": round(len(latencies) / args.duration, 1),

@@ -66,7 +66,7 @@ class LiveServer:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=preexec_fn,
+            preexec_fn=preexec_fn,  # noqa: PLW1509 - only resource limits, set before the server starts
         )
         self.host, self.port = "127.0.0.1", self._wait_for_port()
         self._wait_ready()
@@ -86,7 +86,7 @@ class LiveServer:
             time.sleep(0.05)
         raise RuntimeError(f"fmnist serve did not start: {self.log.read_text()}")
 
-    def _wait_ready(self, timeout: float = 30) -> None:
+    def _wait_ready(self, timeout: float = 90) -> None:  # spawned workers import torch: slow on a busy machine
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

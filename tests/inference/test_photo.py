@@ -186,7 +186,7 @@ def test_unreadable_bytes_are_refused(source, fragment):
 def test_unreadable_paths_are_refused(tmp_path: Path):
     with pytest.raises(DataError, match="missing.png: cannot read"):
         prepare_photo(tmp_path / "missing.png")
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match="cannot read|not a regular file"):
         prepare_photo(tmp_path)
 
 
@@ -235,6 +235,7 @@ def test_a_24_megapixel_photo_is_prepared_in_bounded_memory_and_time(fmt):
 
     result = subprocess.run(
         [sys.executable, "-c", BIG_PHOTO_SCRIPT, fmt],
+        check=False,
         capture_output=True,
         text=True,
         timeout=120,

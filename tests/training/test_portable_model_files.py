@@ -16,7 +16,7 @@ import pytest
 from conftest import SMALL_MODEL_TOML
 
 from fmnist.export import export_model
-from fmnist.inference.combined import load_base
+from fmnist.evaluation.specialist import load_base
 from fmnist.models import load_model
 from fmnist.tensorfile import load_tensor_file
 from fmnist.training import read_config_file, resolve_config, train

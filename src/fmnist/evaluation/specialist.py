@@ -68,7 +68,9 @@ def load_base(specialist: LoadedModel) -> LoadedModel:
     info = specialist_info(specialist)
     if info is None:
         raise RunError(f"{specialist.path}: not a specialist model", "pass a run trained with --specialist")
-    base_run = Path(info["base_run"])
+    base_run = Path(info["base_run"]).expanduser()
+    if not base_run.is_absolute():  # stored relative to the specialist's run folder
+        base_run = specialist.path.parent / base_run
     if not base_run.exists():
         raise RunError(
             f"{specialist.path}: its base run {base_run} is missing", "restore the base run folder at that path"

@@ -31,7 +31,12 @@ from starlette.exceptions import HTTPException
 
 from fmnist import __version__
 from fmnist.errors import FmnistError
-from fmnist.inference.photo import WORKING_EDGE, ImageTooLargeError, decode_opened, prepare_image
+from fmnist.inference.photo import (
+    WORKING_EDGE,
+    ImageTooLargeError,
+    decode_opened,
+    prepare_image,
+)
 from fmnist.inference.predictor import Predictor, top_k
 from fmnist.serving.batcher import BatcherStopped, MicroBatcher
 from fmnist.serving.decoding import DecodePool, usable_cores
@@ -47,7 +52,13 @@ from fmnist.serving.limits import (
 )
 from fmnist.serving.metrics import Metrics, MetricsMiddleware
 from fmnist.serving.model import load_serving_predictor
-from fmnist.serving.schemas import Health, ModelInfo, PredictReply, Readiness, error_responses
+from fmnist.serving.schemas import (
+    Health,
+    ModelInfo,
+    PredictReply,
+    Readiness,
+    error_responses,
+)
 from fmnist.serving.security import BearerToken, HostAllowList, SecurityHeaders
 
 STATIC_DIR = Path(__file__).parent / "static"

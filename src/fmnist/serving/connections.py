@@ -29,7 +29,7 @@ import json
 import logging
 import resource
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import uvicorn
@@ -53,7 +53,7 @@ class ConnectionLimits:
     linger_timeout: float = 5.0  # seconds a lingering close waits for the client's last bytes
 
 
-@lru_cache(maxsize=None)
+@cache
 def usable_connections(wanted: int) -> int:
     """``wanted``, lowered to what the process's open-file limit leaves for client sockets.
     The soft limit is raised to the hard one first, as servers do."""

@@ -21,7 +21,12 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fmnist.inference.photo import CorruptImageError, ImageTooLargeError, UnsupportedImageError, open_header
+from fmnist.inference.photo import (
+    CorruptImageError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+    open_header,
+)
 
 FIELD = "file"  # the multipart field that carries the images
 MEGABYTE = 1024 * 1024
