@@ -59,6 +59,13 @@ def _run(argv: list[str] | None) -> int:
     except FmnistError as error:
         print(f"fmnist: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except PermissionError as error:
+        # A path this user may not read or write (data, config, image, run folder) that no
+        # reader turned into an FmnistError: one line naming it instead of a traceback.
+        where = error.filename if error.filename is not None else "a file"
+        fix = "check its permissions with ls -l, or run as a user who may use it"
+        print(f"fmnist: error: {where}: permission denied ({fix})", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("fmnist: interrupted", file=sys.stderr)
         return 130

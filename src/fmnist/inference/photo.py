@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from fmnist.data.classes import IMAGE_SIZE
+from fmnist.data.input_files import refuse_special_file
 from fmnist.errors import DataError
 
 TRIM_TOLERANCE = 0.05  # of full intensity (255): the paper's "within 5%"
@@ -86,6 +87,7 @@ def open_image(
         if not source:
             raise DataError("upload: empty file", "send an image file")
         return _decode(io.BytesIO(source), "upload", max_pixels, max_edge, formats)
+    refuse_special_file(source)  # a FIFO would block open() below, a device never end
     try:
         with open(source, "rb") as handle:
             return _decode(handle, str(source), max_pixels, max_edge, formats)
