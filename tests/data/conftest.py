@@ -44,6 +44,8 @@ class Mirror:
     requests: list[str] = field(default_factory=list)
     # Names whose reply announces the full Content-Length but sends only half the body.
     cut_short: set[str] = field(default_factory=set)
+    # Names whose reply has no Content-Length: the body ends when the connection closes.
+    unannounced: set[str] = field(default_factory=set)
 
 
 def _handler(mirror: Mirror) -> type[http.server.SimpleHTTPRequestHandler]:
@@ -54,14 +56,16 @@ def _handler(mirror: Mirror) -> type[http.server.SimpleHTTPRequestHandler]:
         def do_GET(self) -> None:
             mirror.requests.append(self.path)
             name = self.path.lstrip("/")
-            if name not in mirror.cut_short:
+            if name not in mirror.cut_short and name not in mirror.unannounced:
                 super().do_GET()
                 return
             body = (mirror.folder / name).read_bytes()
             self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
+            if name in mirror.cut_short:
+                self.send_header("Content-Length", str(len(body)))
+                body = body[: len(body) // 2]
             self.end_headers()
-            self.wfile.write(body[: len(body) // 2])
+            self.wfile.write(body)
             self.close_connection = True
 
         def log_message(self, format: str, *args: object) -> None:

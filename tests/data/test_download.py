@@ -234,3 +234,22 @@ def test_info_command_downloads_when_nothing_is_found(real_fmnist_dir, mirror, r
     assert result.stdout.count("official Fashion-MNIST content") == 2
     # Regression: progress bars were drawn even when stderr is not a terminal.
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["content-length", "no-content-length"])
+def test_a_download_larger_than_the_file_can_be_is_stopped(real_fmnist_dir, mirror, announced):
+    # A mirror sending far more than the official file (by mistake or without end) is cut
+    # off at the most a gzip of the content can be, before it fills the disk.
+    from fmnist.data import download as download_module
+
+    labels = OFFICIAL["t10k-labels-idx1-ubyte.gz"]
+    limit = download_module.max_download_bytes(labels)
+    serve(mirror, real_fmnist_dir, **{labels.name: bytes(4 * limit)})
+    if not announced:
+        mirror.unannounced.add(labels.name)
+
+    with pytest.raises(DataError, match=f"{labels.name} from .* is larger than the file can be") as caught:
+        download()
+
+    assert f"over {limit:,}" in str(caught.value)
+    assert leftovers(cache_data_dir()) == [] and not (cache_data_dir() / labels.name).exists()

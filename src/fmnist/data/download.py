@@ -106,6 +106,21 @@ def is_verified_copy(path: Path, official: OfficialFile) -> bool:
     return hashlib.sha256(content).hexdigest() == official.content_sha256
 
 
+def max_download_bytes(official: OfficialFile) -> int:
+    """More than any gzip file of the official content can be: deflate expands
+    incompressible data by at most ~0.03% (zlib's deflateBound), the gzip header and
+    trailer add a few bytes; 1% + 64 KiB of headroom."""
+    return official.content_size + official.content_size // 100 + (64 << 10)
+
+
+def _too_large(official: OfficialFile, url: str, size: int, limit: int) -> DataError:
+    return DataError(
+        f"the download of {official.name} from {url} is larger than the file can be "
+        f"({size:,} bytes, over {limit:,}; its content is {official.content_size:,} bytes)",
+        "set FMNIST_MIRROR to another copy",
+    )
+
+
 def _check_content(path: Path, official: OfficialFile, url: str) -> None:
     # ``path`` is the temporary name, so read_content cannot see the .gz of the final one:
     # content that is not gzip would pass here and be refused by every later read.
@@ -144,6 +159,9 @@ def _fetch(url: str, target: Path, official: OfficialFile, *, progress: bool) ->
         raise unreachable from None
     with response, atomic_path(target) as tmp:
         total = int(response.headers.get("Content-Length") or 0) or None
+        limit = max_download_bytes(official)
+        if total is not None and total > limit:
+            raise _too_large(official, url, total, limit)
         received = 0
         with open(tmp, "wb") as out, tqdm(
             total=total, unit="B", unit_scale=True, desc=official.name, disable=not progress, leave=False
@@ -161,8 +179,10 @@ def _fetch(url: str, target: Path, official: OfficialFile, *, progress: bool) ->
                     ) from None
                 if not chunk:
                     break
-                out.write(chunk)
                 received += len(chunk)
+                if received > limit:  # a mirror that sends without end never fills the disk
+                    raise _too_large(official, url, received, limit)
+                out.write(chunk)
                 bar.update(len(chunk))
         if total is not None and received < total:
             raise _Transient(
