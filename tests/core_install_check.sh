@@ -16,7 +16,7 @@ PYTHON="${PYTHON:-python3}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/fmnist-core-install.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-step() { echo "core install check: $*" >&2; }
+step() { echo "core install check: [${SECONDS}s] $*" >&2; }
 fail() {
     echo "core install check: FAILED: $*" >&2
     exit 1
