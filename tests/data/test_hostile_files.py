@@ -285,6 +285,20 @@ def test_unreadable_data_is_one_line(tmp_path, data_files, unprivileged, request
     assert str(folder) in line
 
 
+def test_a_folder_that_can_be_searched_but_not_listed_is_read(tmp_path, data_files, unprivileged, request):
+    # The data files are looked up by name: search (x) permission is enough.
+    folder = tmp_path / "search-only"
+    good_test_split(folder, data_files)
+    data_files.idx_split(folder, data_files.tiny(50), split="train")
+    folder.chmod(0o100)
+    request.addfinalizer(_restore(folder, 0o755))
+
+    done = run_fmnist_limited("data", "info", "--data", str(folder), "--no-download", cwd=tmp_path, unprivileged=True)
+
+    assert done.returncode == 0, done.stderr
+    assert "50 images" in done.stdout
+
+
 def test_permission_errors_anywhere_are_one_line_at_the_cli(tmp_path, data_files, unprivileged, request):
     # A path no reader checks (here the cache folder, written by the loader) still gives one
     # line naming the path, not a PermissionError traceback.

@@ -16,7 +16,6 @@ from pathlib import Path
 import platformdirs
 
 from fmnist.data.input_files import (
-    check_readable_folder,
     kind_of,
     not_regular_error,
     stat_input,
@@ -135,7 +134,8 @@ def source_from_path(path: Path, origin: str) -> DataSource:
             f"{path}: not a folder or a regular file but a {kind_of(status.st_mode)}",
             "name a folder holding the data files, or a .csv file; pipes and devices are not read",
         )
-    check_readable_folder(path)
+    # Only search permission is needed (the files are looked up by name); without it the
+    # first lookup is a one-line "permission denied".
     splits = scan_folder(path)
     if not splits:
         raise DataError(
@@ -161,12 +161,11 @@ def find_existing_source(data: str | os.PathLike[str] | None = None) -> DataSour
             status = stat_input(folder)
             if status is None or not stat.S_ISDIR(status.st_mode):
                 continue
-            check_readable_folder(folder)
+            splits = scan_folder(folder)
         except DataError as error:
             # A copy this user cannot read is passed over, as one that is not there.
             log.warning("skipping %s", error)
             continue
-        splits = scan_folder(folder)
         if all(split in splits for split in SPLITS):
             return DataSource(root=folder, origin=origin, splits=splits)
     return None
