@@ -5,6 +5,7 @@ its own run folder, so the two keep working when moved together."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_MODEL_TOML
 
-from fmnist.export import export_model
 from fmnist.evaluation.specialist import load_base
+from fmnist.export import export_model
 from fmnist.models import load_model
 from fmnist.tensorfile import load_tensor_file
-from fmnist.training import read_config_file, resolve_config, train
+from fmnist.training import train
+from fmnist.training.config import config_from_dict
 
 
 def strings(value: object) -> Iterator[str]:
@@ -52,12 +53,11 @@ def specialist_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """A tops specialist of tiny_run, started from tiny_run's weights (--init): both paths in the card."""
     root = tmp_path_factory.mktemp("portable")
     base = Path(shutil.copytree(tiny_run, root / "base"))
-    config_file = root / "small.toml"
-    config_file.write_text(SMALL_MODEL_TOML)
-    config = resolve_config(
-        file_values=read_config_file(config_file),
-        overrides={"seed": 0, "epochs": 1, "specialist": "tops", "base_run": str(base), "init_run": str(base)},
+    config = dataclasses.replace(
+        config_from_dict(json.loads((base / "config.json").read_text())),
+        epochs=1, specialist="tops", base_run=str(base), init_run=str(base),
     )
+    config.validate()
     train(config, root / "specialist", data=tiny_run.parent / "data")
     return root / "specialist"
 
