@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from limited_process import run_limited
 
 from fmnist.data import cache, load, loading
 
@@ -212,3 +213,18 @@ def test_a_racy_entry_is_trusted_by_its_key_once_old(tiny_idx_dir, isolated_fmni
     load("train", tiny_idx_dir)
 
     assert json.loads((entry / "info.json").read_text())["file_sha256"] is None
+
+
+@pytest.mark.parametrize("name", ["info.json", "images.npy"])
+def test_a_fifo_in_an_entry_is_discarded_without_blocking(tiny_idx_dir, tiny_train, isolated_fmnist_cache, name):
+    load("train", tiny_idx_dir)
+    [entry] = entries(isolated_fmnist_cache)
+    (entry / name).unlink()
+    os.mkfifo(entry / name)  # would block open() until a writer came
+    code = "import sys; from fmnist.data import load; print(load('train', sys.argv[1]).labels.tolist())"
+
+    # In a child with a timeout (the same $FMNIST_CACHE): a regression fails, never hangs.
+    done = run_limited(["-c", code, str(tiny_idx_dir)], cwd=tiny_idx_dir, timeout=30)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == tiny_train.labels.tolist()

@@ -42,6 +42,7 @@ FORMAT_VERSION = 2
 RACY_WINDOW_NS = 3_000_000_000
 _ARRAYS = (("images", np.uint8, 3), ("labels", np.int64, 1))
 _READ_CHUNK = 1 << 20
+_MAX_INFO_BYTES = 1 << 16  # an entry's info.json is ~300 bytes
 
 
 @dataclass(frozen=True)
@@ -110,12 +111,32 @@ def _entry_dir(key: str) -> Path:
 
 
 def _load_array(path: Path, dtype: type, ndim: int) -> np.ndarray:
-    # Memory-mapped first, so a damaged header claiming a huge shape costs nothing; then
-    # copied (a writable array, and the entry may be replaced under a mapping).
-    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-    if mapped.dtype != dtype or mapped.ndim != ndim:
-        raise ValueError(f"{path.name}: {mapped.dtype} {mapped.shape}")
-    return np.array(mapped)
+    """Read a .npy file written by np.save, checking its header against the file's size
+    before allocating: a damaged header claiming a huge shape costs nothing."""
+    with open_regular_file(path) as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, found = read_header(handle)
+        if found != np.dtype(dtype) or len(shape) != ndim or fortran_order:
+            raise ValueError(f"{path.name}: {found} {shape}")
+        count = int(np.prod(shape, dtype=np.int64))
+        if os.fstat(handle.fileno()).st_size != handle.tell() + count * found.itemsize:
+            raise ValueError(f"{path.name}: the size does not match the shape {shape}")
+        array = np.empty(count, dtype=found)
+        if handle.readinto(memoryview(array).cast("B")) != array.nbytes:
+            raise ValueError(f"{path.name}: truncated")
+        return array.reshape(shape)
+
+
+def _load_info(path: Path) -> dict:
+    with open_regular_file(path) as handle:
+        text = handle.read(_MAX_INFO_BYTES + 1)
+    if len(text) > _MAX_INFO_BYTES:
+        raise ValueError("info.json is too large")
+    info = json.loads(text)
+    if not isinstance(info, dict):
+        raise TypeError("info.json is not a mapping")
+    return info
 
 
 def _discard(entry: Path, reason: str) -> None:
@@ -129,11 +150,11 @@ def load_cached(files: SplitFiles) -> CachedSplit | None:
     if not entry.is_dir():
         return None
     try:
-        info = json.loads((entry / "info.json").read_text())
+        info = _load_info(entry / "info.json")
         images = _load_array(entry / "images.npy", np.uint8, 3)
         labels = _load_array(entry / "labels.npy", np.int64, 1)
         stored_digest = info["array_sha256"]
-    except (OSError, ValueError, EOFError, KeyError, TypeError) as error:  # EOFError: an empty .npy
+    except (DataError, OSError, ValueError, EOFError, KeyError, TypeError) as error:  # EOFError: an empty .npy
         _discard(entry, str(error) or type(error).__name__)
         return None
     if len(images) != len(labels) or images.shape[1:] != (28, 28) or _entry_digest(images, labels, info) != stored_digest:
