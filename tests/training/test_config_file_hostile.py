@@ -42,6 +42,9 @@ CASES = {
     "yaml-deep-mapping": ("deepmap.yaml", "model_args: " + "{a: " * 200 + "1" + "}" * 200 + "\n", f"nested deeper than {MAX_CONFIG_DEPTH}"),
     "toml-deep-nesting": ("deep.toml", "epochs = " + "[" * 5000 + "]" * 5000 + "\n", f"nested deeper than {MAX_CONFIG_DEPTH}"),
     "toml-deep-dotted-keys": ("dotted.toml", "model_args." + ".".join(["a"] * 500) + " = 1\n", f"nested deeper than {MAX_CONFIG_DEPTH}"),
+    # Regression: ValueError traceback (Python refuses int() of over 4,300 digits).
+    "toml-huge-integer": ("int.toml", "epochs = " + "9" * 5000 + "\n", "cannot parse a value"),
+    "yaml-huge-integer": ("int.yaml", "epochs: " + "9" * 5000 + "\n", "cannot parse a value"),
     "toml-too-large": ("huge.toml", "# padding\n" * (MAX_CONFIG_BYTES // 10 + 1) + "epochs = 1\n", "too large for a config file"),
     "yaml-too-large": ("huge.yaml", "epochs: 1\n" + "#" * MAX_CONFIG_BYTES + "\n", "too large for a config file"),
 }

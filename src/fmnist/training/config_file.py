@@ -95,6 +95,9 @@ def read_settings(path: Path) -> dict:
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
         first = str(error).splitlines()[0]
         raise ConfigError(f"{path}: cannot parse ({first})", "fix the syntax") from None
+    except (ValueError, OverflowError) as error:  # e.g. an integer of more than 4,300 digits
+        first = str(error).splitlines()[0][:200]
+        raise ConfigError(f"{path}: cannot parse a value ({first})", "fix the value") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested deeper than {MAX_CONFIG_DEPTH} levels", "fix the file") from None
     if values is None:
