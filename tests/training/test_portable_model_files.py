@@ -53,9 +53,10 @@ def specialist_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """A tops specialist of tiny_run, started from tiny_run's weights (--init): both paths in the card."""
     root = tmp_path_factory.mktemp("portable")
     base = Path(shutil.copytree(tiny_run, root / "base"))
+    base_config = config_from_dict(json.loads((base / "config.json").read_text()))
     config = dataclasses.replace(
-        config_from_dict(json.loads((base / "config.json").read_text())),
-        epochs=1, specialist="tops", base_run=str(base), init_run=str(base),
+        base_config, epochs=1, specialist="tops", base_run=str(base), init_run=str(base),
+        model_args={**base_config.model_args, "num_classes": 4},
     )
     config.validate()
     train(config, root / "specialist", data=tiny_run.parent / "data")
