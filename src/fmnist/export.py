@@ -11,6 +11,7 @@ probabilities must agree within ``PARITY_TOLERANCE`` (int8 is reported, not held
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import shutil
@@ -28,7 +29,7 @@ import fmnist
 from fmnist import extras
 from fmnist.data.contract import CONTRACT
 from fmnist.errors import ConfigError, DataError, RunError
-from fmnist.files import atomic_path
+from fmnist.files import atomic_path, refuse_overwriting
 from fmnist.inference.predictor import (
     META_CLASS_NAMES,
     META_MODEL,
@@ -40,6 +41,7 @@ from fmnist.inference.predictor import (
     softmax,
 )
 from fmnist.models.saved import LoadedModel
+from fmnist.training.run_folder import files_of_run_around
 
 FORMATS = ("onnx", "torchscript")
 PARITY_TOLERANCE = 1e-4  # max |probability difference| against PyTorch
@@ -248,7 +250,12 @@ def export_torchscript(model: str | Path, out: Path, *, data: str | Path | None 
         traced = torch.jit.trace(copy.deepcopy(loaded.module).eval(), sample)
         with atomic_path(out) as temporary:
             metadata = json.dumps(_metadata(loaded))
-            torch.jit.save(traced, str(temporary), _extra_files={TORCHSCRIPT_METADATA: metadata})
+            # Serialised in memory, then written by Python: torch.jit.save writing to a full
+            # disk aborts the whole process (a C++ exception in a destructor), where a
+            # Python write raises an OSError that atomic_path reports.
+            archive = io.BytesIO()
+            torch.jit.save(traced, archive, _extra_files={TORCHSCRIPT_METADATA: metadata})
+            temporary.write_bytes(archive.getvalue())
             reloaded = torch.jit.load(str(temporary))
             inputs = torch.from_numpy(images[:, None].astype(np.float32) * np.float32(CONTRACT.scale))
             with torch.inference_mode():
@@ -359,6 +366,19 @@ def quantize_onnx(float_path: Path, out: Path, *, data: str | Path | None = None
     )
 
 
+def _data_files(data: str | Path | None) -> list[Path]:
+    """The dataset files the export reads (for the parity check and int8 calibration)."""
+    from fmnist.data.locate import find_existing_source
+
+    try:
+        source = find_existing_source(data)
+    except DataError:
+        return [Path(data)] if data is not None else []  # reported when the data are loaded
+    if source is None:
+        return []
+    return [path for files in source.splits.values() for path in files.paths]
+
+
 def export_model(
     model: str | Path, out: str | Path, *, fmt: str, int8: bool = False, data: str | Path | None = None
 ) -> ExportResult:
@@ -375,6 +395,7 @@ def export_model(
         raise ConfigError("--int8 works with --format onnx only", "drop --int8 or use --format onnx")
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder", "give a file name, e.g. model.onnx")
+    refuse_overwriting(out, [*files_of_run_around(model), *_data_files(data)])
     if fmt == "torchscript":
         return export_torchscript(model, out, data=data)
     extras.require("export", feature="ONNX export")

@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from fmnist.errors import RunError
-from fmnist.files import atomic_path
+from fmnist.files import NO_SPACE_ERRNOS, atomic_path, disk_full_error
 
 METADATA_KEY = "fmnist"
 
@@ -46,13 +46,21 @@ def restore_tensors(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def save_tensor_file(path: Path, tensors: dict[str, torch.Tensor], document: dict) -> None:
-    """Write tensors plus a JSON document to ``path`` atomically."""
+    """Write tensors plus a JSON document to ``path`` atomically; a full file system is a
+    DiskFullError and leaves the previous file in place."""
     with atomic_path(path) as tmp:
-        save_file(
-            {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
-            str(tmp),
-            metadata={METADATA_KEY: json.dumps(document)},
-        )
+        try:
+            save_file(
+                {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
+                str(tmp),
+                metadata={METADATA_KEY: json.dumps(document)},
+            )
+        except SafetensorError as error:
+            # safetensors reports I/O errors as text only, e.g. "I/O error: No space left
+            # on device (os error 28)".
+            if any(f"os error {code})" in str(error) for code in NO_SPACE_ERRNOS):
+                raise disk_full_error(path) from None
+            raise
 
 
 def load_tensor_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

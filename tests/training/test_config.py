@@ -86,3 +86,24 @@ def test_no_augment_flag_also_turns_off_flip_tta() -> None:
     args = build_parser().parse_args(["train", "--no-augment"])
     config = resolve_config(args.recipe, overrides=config_overrides(args))
     assert not config.augment.enabled and not config.tta_flip
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("epochs", "3", "epochs must be of type int"),
+        ("epochs", 2.5, "epochs must be of type int"),
+        ("lr", float("nan"), "lr must be"),
+        ("lr", float("inf"), "lr must be"),
+        ("amp", "yes", "amp must be of type bool"),
+        ("subset", "all", "subset must be of type int"),
+        ("model_args", [1], "model_args must be of type dict"),
+    ],
+)
+def test_validate_checks_the_type_of_every_field(field: str, value: object, fragment: str) -> None:
+    # A config built in code or read from a run folder gets the checks a config file gets.
+    import dataclasses
+
+    config = dataclasses.replace(RECIPES["seed"], **{field: value})
+    with pytest.raises(ConfigError, match=fragment):
+        config.validate()

@@ -13,6 +13,7 @@ from fmnist import __version__
 from fmnist.cli import analysis, data, predict, serve, train
 from fmnist.cli.common import EXIT_USAGE, Parser, setup_logging
 from fmnist.errors import FmnistError
+from fmnist.files import disk_full_error, is_no_space
 
 COMMAND_MODULES = (data, train, predict, serve, analysis)
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what the shell reports for a tool stopped by a closed pipe
@@ -65,6 +66,12 @@ def _run(argv: list[str] | None) -> int:
         where = error.filename if error.filename is not None else "a file"
         fix = "check its permissions with ls -l, or run as a user who may use it"
         print(f"fmnist: error: {where}: permission denied ({fix})", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        # A full disk met by a writer outside fmnist.files (a library writing its own file).
+        if not is_no_space(error):
+            raise
+        print(f"fmnist: error: {disk_full_error(error.filename or '.')}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("fmnist: interrupted", file=sys.stderr)

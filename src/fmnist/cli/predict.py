@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from itertools import islice
 from pathlib import Path
@@ -71,6 +72,29 @@ def _format(rows: list[dict], fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _refuse_overwriting_inputs(args: argparse.Namespace) -> None:
+    """--out must be neither an input (an image or CSV given, or found in a folder given)
+    nor the model or another file of its run."""
+    from fmnist.files import refuse_overwriting
+    from fmnist.inference.inputs import CSV_SUFFIXES, IMAGE_SUFFIXES
+    from fmnist.training.run_folder import files_of_run_around
+
+    out = Path(args.out).expanduser()
+    if not os.path.lexists(out):
+        return  # a new file cannot be an input
+    protected = files_of_run_around(args.model)
+    for argument in args.inputs:
+        path = Path(argument).expanduser()
+        if path.is_dir():
+            protected += [
+                child for child in path.rglob("*")
+                if child.suffix.lower() in IMAGE_SUFFIXES or child.name.lower().endswith(CSV_SUFFIXES)
+            ]
+        else:
+            protected.append(path)
+    refuse_overwriting(out, protected)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from fmnist import extras
 
@@ -79,6 +103,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fmnist.files import atomic_write_text
     from fmnist.inference.predictor import load_predictor
 
+    if args.out:
+        _refuse_overwriting_inputs(args)
     predictor = load_predictor(args.model, backend=args.backend)
     rows, failed = _rows(args, predictor)
     if not rows and not failed:

@@ -7,6 +7,7 @@ rank 0 writes the run folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -26,13 +27,16 @@ from fmnist.augment import augment_batch
 from fmnist.cpus import ThreadChoice, choose_threads
 from fmnist.data.classes import NUM_CLASSES
 from fmnist.data.contract import to_model_input
-from fmnist.errors import FmnistError, RunError
-from fmnist.files import atomic_write_json, atomic_write_text
+from fmnist.errors import ConfigError, DiskFullError, FmnistError, RunError
+from fmnist.files import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from fmnist.models import ModelCard, create_model, save_model
 from fmnist.models.forward import predict_logits
 from fmnist.training import distributed
 from fmnist.training.checkpoint import (
+    ExpectedState,
     TrainingState,
+    check_training_state,
+    damaged_fix,
     load_training_state,
     save_training_state,
 )
@@ -42,7 +46,7 @@ from fmnist.training.distributed import Distributed
 from fmnist.training.early_stopping import EarlyStopping
 from fmnist.training.ema import exponential_moving_average
 from fmnist.training.precision import autocast, autocast_dtype
-from fmnist.training.run_folder import RunPaths, provenance
+from fmnist.training.run_folder import RunPaths, locked, provenance
 from fmnist.training.schedule import PlateauScaler, scheduled_lr
 from fmnist.training.specialist import (
     fit_combination_weight,
@@ -216,21 +220,44 @@ class Trainer:
             config=self.config.to_dict(),
         )
 
+    def expected_state(self) -> ExpectedState:
+        """What this run's checkpoint must hold: names, shapes and dtypes of this freshly
+        built trainer's state, every rank's generators, the run's counters and config."""
+        rng = {
+            f"rank{rank}.{name}": value
+            for rank in range(self.context.world_size)
+            for name, value in self._rng_state().items()
+        }
+        return ExpectedState(
+            epochs=self.config.epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            model=dict(self.model.state_dict()),
+            best_model=self.best_model,
+            ema=dict(self.ema.state_dict()) if self.ema is not None else None,
+            rng=rng,
+            optimizer=self.optimizer.state_dict(),
+            parameter_shapes=[p.shape for group in self.optimizer.param_groups for p in group["params"]],
+            config=self.config.to_dict(),
+        )
+
     def restore(self, state: TrainingState) -> None:
-        self.model.load_state_dict(state.model)
-        self.optimizer.load_state_dict(state.optimizer)
-        if self.ema is not None and state.ema is not None:
-            self.ema.load_state_dict(state.ema)
-        self.best_model = state.best_model
+        """Continue from ``state`` after checking that it fits this run exactly."""
+        path = self.paths.last_checkpoint
+        check_training_state(path, state, self.expected_state())
         prefix = f"rank{self.context.rank}."
-        if prefix + "torch" not in state.rng:
-            raise RunError(
-                f"{self.paths.last_checkpoint}: saved by a run with fewer processes",
-                "resume with the same number of processes (torchrun --nproc-per-node) as the run started with",
-            )
-        torch.set_rng_state(state.rng[prefix + "torch"])
-        self.order_generator.set_state(state.rng[prefix + "order"])
-        self.augment_generator.set_state(state.rng[prefix + "augment"])
+        try:
+            self.model.load_state_dict(state.model)
+            self.optimizer.load_state_dict(state.optimizer)
+            if self.ema is not None and state.ema is not None:
+                self.ema.load_state_dict(state.ema)
+            torch.set_rng_state(state.rng[prefix + "torch"])
+            self.order_generator.set_state(state.rng[prefix + "order"])
+            self.augment_generator.set_state(state.rng[prefix + "augment"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            # The checks above cover what fmnist writes; this names anything they missed.
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+            raise RunError(f"{path}: cannot be restored ({first})", damaged_fix(path)) from None
+        self.best_model = state.best_model
         self.stopper.load_state_dict(state.early_stopping)
         self.plateau.load_state_dict(state.plateau)
         self.epochs_done, self.step, self.history = state.epochs_done, state.step, list(state.history)
@@ -502,6 +529,9 @@ def _run(
             model=best,
             is_main=context.is_main,
         )
+    except DiskFullError as error:
+        again = f"fmnist train --resume {paths.root}" if paths.config.exists() else "run the command again"
+        raise DiskFullError(error.problem, f"free space, then {again}") from None
     finally:
         distributed.shutdown(context)
 
@@ -525,18 +555,76 @@ def train(
     progress: bool = False,
     on_epoch: Callable[[EpochEnd], None] | None = None,
 ) -> TrainResult:
-    """Train a new run into ``run_dir`` (which must not hold a run yet)."""
+    """Train a new run into ``run_dir``: a new or empty folder, or an interrupted run of
+    this same config, which is continued as ``resume`` would. A folder holding other
+    files, a finished run or a run of another config is refused."""
     config.validate()
     paths = RunPaths(Path(run_dir))
-    if paths.config.exists():
-        raise RunError(
-            f"{paths.root} already holds a run", f"continue it with --resume {paths.root}, or choose another --out"
-        )
+    _check_out_folder(config, paths)
     if config.base_run is not None:
         check_base_run(config.base_run)
         warn_if_split_differs(config)
     check_start(config)
-    return _run(config, paths, None, data, progress=progress, on_epoch=on_epoch)
+    with _run_lock(paths):
+        # Checked again under the lock: another process may have started a run here since.
+        if _check_out_folder(config, paths):
+            log.info("continuing the interrupted run in %s (same config)", paths.root)
+            return _resume_locked(paths, data, progress=progress, on_epoch=on_epoch)
+        _remove_stale_temporaries(paths)
+        return _run(config, paths, None, data, progress=progress, on_epoch=on_epoch)
+
+
+def _check_out_folder(config: TrainConfig, paths: RunPaths) -> bool:
+    """Refuse an --out that training would damage; True when it holds an interrupted run
+    of ``config`` (to continue), False when it is new or empty."""
+    root = paths.root
+    if root.exists() and not root.is_dir():
+        raise RunError(f"--out {root} is a file, not a folder", "choose a new folder for the run")
+    if not paths.config.exists():
+        if not paths.is_empty():
+            raise RunError(
+                f"--out {root} is not empty and holds no run: training would overwrite its files",
+                "choose a new or empty folder",
+            )
+        return False
+    try:
+        saved = json.loads(paths.config.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        saved = None
+    wanted = json.loads(dump_config(config))
+    if saved != wanted:
+        differing = (
+            [key for key in sorted(set(wanted) | set(saved)) if saved.get(key) != wanted.get(key)]
+            if isinstance(saved, dict)
+            else ["everything: its config.json is unreadable"]
+        )
+        raise RunError(
+            f"{root} already holds a run of another config (differs in {', '.join(differing[:6])})",
+            f"continue it with --resume {root}, or choose a new --out",
+        )
+    if paths.model.exists():
+        raise RunError(
+            f"{root} already holds a run of this config, finished",
+            f"evaluate it with fmnist evaluate {root}, or choose a new --out",
+        )
+    return True
+
+
+def _writes_run_folder() -> bool:
+    """Rank 0 under torchrun, or a single process (known before the process group is joined)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _run_lock(paths: RunPaths) -> contextlib.AbstractContextManager:
+    return locked(paths) if _writes_run_folder() else contextlib.nullcontext()
+
+
+def _remove_stale_temporaries(paths: RunPaths) -> None:
+    # Safe under the lock: no other process writes into this folder.
+    if _writes_run_folder():
+        removed = remove_stale_temporaries(paths.writable_folders())
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted write", len(removed))
 
 
 def check_base_run(base_run: str) -> None:
@@ -584,13 +672,36 @@ def resume(
     on_epoch: Callable[[EpochEnd], None] | None = None,
 ) -> TrainResult:
     """Continue an interrupted run from its last checkpoint; ends with the same weights as
-    an uninterrupted run with the same config."""
+    an uninterrupted run with the same config. The run's config.json and checkpoint are
+    validated first; stale temporary files of writes the interruption cut short are removed."""
     paths = RunPaths(Path(run_dir))
     if not paths.config.is_file():
         raise RunError(f"{paths.root}: not a run folder (no config.json)", "pass the folder that `fmnist train` created")
-    try:
-        config = config_from_dict(json.loads(paths.config.read_text()))
-    except json.JSONDecodeError:
-        raise RunError(f"{paths.config}: corrupt", "start a new run") from None
+    with _run_lock(paths):
+        return _resume_locked(paths, data, progress=progress, on_epoch=on_epoch)
+
+
+def _resume_locked(
+    paths: RunPaths,
+    data: str | os.PathLike[str] | None,
+    *,
+    progress: bool,
+    on_epoch: Callable[[EpochEnd], None] | None,
+) -> TrainResult:
+    config = read_run_config(paths)
+    _remove_stale_temporaries(paths)
     state = load_training_state(paths.last_checkpoint) if paths.last_checkpoint.exists() else None
     return _run(config, paths, state, data, progress=progress, on_epoch=on_epoch)
+
+
+def read_run_config(paths: RunPaths) -> TrainConfig:
+    """The run's config.json as a validated TrainConfig; a RunError naming the file."""
+    fix = "restore the run's config.json, or start a new run with --out"
+    try:
+        values = json.loads(paths.config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise RunError(f"{paths.config}: not valid JSON", fix) from None
+    try:
+        return config_from_dict(values)
+    except ConfigError as error:
+        raise RunError(f"{paths.config}: {error.problem}", fix) from None
