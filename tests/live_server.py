@@ -68,8 +68,12 @@ class LiveServer:
             env=env,
             preexec_fn=preexec_fn,  # noqa: PLW1509 - only resource limits, set before the server starts
         )
-        self.host, self.port = "127.0.0.1", self._wait_for_port()
-        self._wait_ready()
+        try:
+            self.host, self.port = "127.0.0.1", self._wait_for_port()
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # a server that did not come up is not left running
+            raise
 
     @property
     def url(self) -> str:

@@ -56,6 +56,10 @@ def serve_with_workers(settings: ServeSettings, listener: socket.socket, *, work
     # Set before any worker starts: spawned processes inherit the environment.
     os.environ[SETTINGS_ENV] = encode_settings(settings)
     os.environ[MULTIPROCESS_DIR_ENV] = str(metrics_dir)
+    # A worker that does not answer the supervisor's ping within this many seconds is killed
+    # and replaced. uvicorn's 5 s is shorter than importing torch on a busy machine, where
+    # starting workers were killed over and over; a worker that died is still noticed at once.
+    uvicorn_options.setdefault("timeout_worker_healthcheck", 30)
     # GuardedConfig pickles into each spawned worker with its ConnectionLimits.
     config = GuardedConfig("fmnist.serving.workers:create_worker_app", factory=True, workers=workers, **uvicorn_options)
     try:
