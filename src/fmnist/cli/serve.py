@@ -83,8 +83,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     threads = choose_threads(args.threads, share=args.workers).threads
     from PIL import Image
 
+    from fmnist.cpus import available_cpus
     from fmnist.serving.connections import ConnectionLimits, GuardedConfig
-    from fmnist.serving.decoding import usable_cores
 
     if args.max_pixels > Image.MAX_IMAGE_PIXELS:  # Pillow's own bomb guard would refuse them anyway
         listener.close()
@@ -97,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_upload_bytes=int(args.max_upload_mb * MEGABYTE),
             max_files=args.max_files,
             max_pixels=args.max_pixels,
-            max_decodes=args.decode_threads or max(1, usable_cores() // args.workers),
+            max_decodes=args.decode_threads or max(1, available_cpus() // args.workers),
         ),
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,

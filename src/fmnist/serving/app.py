@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from fmnist import __version__
+from fmnist.cpus import available_cpus
 from fmnist.errors import FmnistError
 from fmnist.inference.photo import (
     WORKING_EDGE,
@@ -39,7 +40,7 @@ from fmnist.inference.photo import (
 )
 from fmnist.inference.predictor import Predictor, top_k
 from fmnist.serving.batcher import BatcherStopped, MicroBatcher
-from fmnist.serving.decoding import DecodePool, usable_cores
+from fmnist.serving.decoding import DecodePool
 from fmnist.serving.limits import (
     FIELD,
     SERVED_FORMATS,
@@ -127,7 +128,7 @@ PREDICT_REQUEST_BODY = {
 def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -> FastAPI:
     """The service for ``settings.model``; pass ``predictor`` when it is already loaded."""
     metrics = Metrics()
-    decoder = DecodePool(settings.limits.max_decodes or usable_cores(), wait_s=settings.limits.decode_wait_s)
+    decoder = DecodePool(settings.limits.max_decodes or available_cpus(), wait_s=settings.limits.decode_wait_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -11,7 +11,6 @@ seconds, then gets a 503.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -19,14 +18,6 @@ from typing import TypeVar
 from fmnist.serving.limits import RequestRefused
 
 T = TypeVar("T")
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (taskset, cgroup cpusets), not the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class DecodePool:
