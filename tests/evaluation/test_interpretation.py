@@ -125,8 +125,12 @@ def test_a_specialist_run_is_refused_with_a_pointer_to_compare(tiny_run: Path, t
     from fmnist.errors import RunError
     from fmnist.models import save_model
 
-    model = load_model(tiny_run)
-    model.card.extra["specialist"] = {"group": "tops", "classes": [0, 2, 4, 6], "base_run": str(tiny_run)}
-    save_model(tmp_path / "model.safetensors", model.module, model.card)
+    from fmnist.models import ModelCard, create_model
+
+    # A four-class model whose card names tiny_run as its base, as `train --specialist` writes.
+    card = ModelCard(model="seed_cnn", model_args={"width": 8, "hidden": 16, "num_classes": 4},
+                     class_names=["T-shirt/top", "Pullover", "Coat", "Shirt"],
+                     extra={"specialist": {"group": "tops", "classes": [0, 2, 4, 6], "base_run": str(tiny_run)}})
+    save_model(tmp_path / "model.safetensors", create_model("seed_cnn", **card.model_args), card)
     with pytest.raises(RunError, match="fmnist compare"):
         Interpretation.from_run(tmp_path, tiny_run.parent / "data")

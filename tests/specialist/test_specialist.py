@@ -20,7 +20,7 @@ from fmnist.evaluation.specialist import (
     predict_run_with_specialist,
 )
 from fmnist.models import load_model
-from fmnist.training import resolve_config, train
+from fmnist.training import resolve_config
 from fmnist.training.data_prep import prepare_data
 
 TOPS = [0, 2, 4, 6]  # T-shirt/top, Pullover, Coat, Shirt
@@ -29,13 +29,6 @@ SMALL = {"model": "seed_cnn", "model_args": {"width": 8, "hidden": 16}, "batch_s
 
 def specialist_config(base: Path):
     return resolve_config("seed", overrides={**SMALL, "specialist": "tops", "base_run": str(base), "seed": 0, "threads": 1})
-
-
-@pytest.fixture(scope="module")
-def specialist_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("specialist") / "run"
-    train(specialist_config(tiny_run), run, data=tiny_run.parent / "data")
-    return run
 
 
 def test_specialist_data_is_the_bases_split_restricted_to_the_group(tiny_run: Path) -> None:

@@ -126,7 +126,11 @@ class Explanation:
 def explain(model: LoadedModel, images: np.ndarray, *, method: str = "gradcam", target: int | None = None) -> Explanation:
     """Saliency maps for uint8 ``images`` (N, 28, 28) of the class ``target`` (default: each
     image's predicted class). The maps explain a single forward pass, so probabilities here
-    are without flip test-time augmentation."""
+    are without flip test-time augmentation. A specialist is refused: its model alone
+    ranks only its group's classes, so its maps would explain answers nobody gets."""
+    from fmnist.inference.combined import refuse_specialist
+
+    refuse_specialist(model, "explain its base run instead: fmnist explain {base} IMAGES")
     images = np.asarray(images, dtype=np.uint8)
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise DataError(f"expected images of shape (N, 28, 28), got {images.shape}")

@@ -1,10 +1,11 @@
-"""A base model refined by a specialist for a group of confusable classes.
+"""A base model refined by a specialist for a group of confusable classes, evaluated.
 
 When the base model's top prediction falls in the specialist's group (e.g. the four
 "tops"), the base's probabilities within the group are replaced by the group's total
 base probability times the specialist's probabilities; elsewhere the base's stand. The
 rows still sum to 1 and the base's belief that the image is *some* top is kept, so the
-specialist only re-ranks within the group.
+specialist only re-ranks within the group. The rule and the base run's loading live in
+fmnist.inference.combined, which prediction and serving use too.
 """
 
 from __future__ import annotations
@@ -12,40 +13,18 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from scipy.stats import binomtest
 
-from fmnist.errors import RunError
 from fmnist.evaluation.predictions import Predictions, predict
+from fmnist.inference.combined import combine_probabilities, load_base
 from fmnist.models.saved import LoadedModel, load_model
 
 
 def specialist_info(model: LoadedModel) -> dict | None:
     """The model card's specialist section (group, classes, base_run), or None for a main model."""
     return model.card.extra.get("specialist")
-
-
-def combine_probabilities(
-    base: np.ndarray, specialist: np.ndarray, classes: Sequence[int], *, weight: float = 1.0
-) -> np.ndarray:
-    """Base probabilities (N, C) refined by the specialist's (N, k) over ``classes`` (k labels).
-
-    On the images whose base top-1 is in the group, the distribution within the group
-    becomes ``(1 - weight) x base's + weight x specialist's`` (``weight`` 1: the
-    specialist's alone), scaled by the base's total probability of the group.
-    """
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"weight must be in [0, 1], got {weight}")
-    classes = np.asarray(classes)
-    combined = base.copy()
-    routed = np.isin(base.argmax(axis=1), classes)
-    within = base[routed][:, classes]
-    group_mass = within.sum(axis=1, keepdims=True)
-    conditional = (1.0 - weight) * within / np.clip(group_mass, 1e-12, None) + weight * specialist[routed]
-    combined[np.ix_(routed, classes)] = group_mass * conditional
-    return combined
 
 
 WEIGHT_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
@@ -61,21 +40,6 @@ def choose_weight(base: np.ndarray, specialist: np.ndarray, labels: np.ndarray, 
     ]
     best = max(correct)
     return float(min(w for w, c in zip(WEIGHT_GRID, correct) if c == best))
-
-
-def load_base(specialist: LoadedModel) -> LoadedModel:
-    """The base run a specialist's model card names."""
-    info = specialist_info(specialist)
-    if info is None:
-        raise RunError(f"{specialist.path}: not a specialist model", "pass a run trained with --specialist")
-    base_run = Path(info["base_run"]).expanduser()
-    if not base_run.is_absolute():  # stored relative to the specialist's run folder
-        base_run = specialist.path.parent / base_run
-    if not base_run.exists():
-        raise RunError(
-            f"{specialist.path}: its base run {base_run} is missing", "restore the base run folder at that path"
-        )
-    return load_model(base_run)
 
 
 def predict_with_specialist(

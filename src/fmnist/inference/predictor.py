@@ -4,15 +4,18 @@ test-time flip are applied, and results come back as top-k predictions."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fmnist.data.classes import IMAGE_SIZE
 from fmnist.data.contract import CONTRACT
 from fmnist.errors import ConfigError, RunError
+
+if TYPE_CHECKING:
+    from fmnist.models.saved import LoadedModel
 
 BACKENDS = ("torch", "onnxruntime")
 ONNX_FILE = "model.onnx"  # the name `fmnist export` suggests inside a run folder
@@ -95,7 +98,11 @@ class Predictor:
         raise NotImplementedError
 
     def probabilities(self, images: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
-        """float32 (N, C) calibrated probabilities for uint8 images (N, 28, 28)."""
+        """float32 (N, C) calibrated probabilities for uint8 images (N, 28, 28).
+
+        Raises RunError when the model's outputs are not (N, C) or not finite: a NaN must
+        never become an answer (nor reach JSON, which has no NaN).
+        """
         images = check_images(images)
         outputs = [np.zeros((0, len(self.class_names)), np.float32)]
         for start in range(0, len(images), batch_size):
@@ -103,8 +110,29 @@ class Predictor:
             logits = self.logits(batch)
             if self.tta_flip:
                 logits = (logits + self.logits(np.ascontiguousarray(batch[..., ::-1]))) / 2
-            outputs.append(softmax(logits, self.temperature))
+            probabilities = softmax(self._checked(logits, len(batch)), self.temperature)
+            if not np.isfinite(probabilities).all():  # logits finite, but too large for the softmax
+                raise self._non_finite(len(batch))
+            outputs.append(probabilities)
         return np.concatenate(outputs)
+
+    def _checked(self, logits: np.ndarray, count: int) -> np.ndarray:
+        logits = np.asarray(logits)
+        if logits.shape != (count, len(self.class_names)):
+            raise RunError(
+                f"{self.source}: the model returned outputs of shape {logits.shape} for {count} images, "
+                f"expected ({count}, {len(self.class_names)})",
+                "the model file is corrupt; retrain or re-export it",
+            )
+        if not np.isfinite(logits).all():
+            raise self._non_finite(count)
+        return logits
+
+    def _non_finite(self, count: int) -> RunError:
+        return RunError(
+            f"{self.source}: the model's outputs are NaN or infinite for this batch of {count} image(s)",
+            "its weights are damaged; retrain or re-export it",
+        )
 
     def predict(self, images: np.ndarray, *, k: int = 5, min_confidence: float = 0.0) -> list[Prediction]:
         """One Prediction per uint8 image (N, 28, 28), in input order."""
@@ -116,16 +144,27 @@ def _short_name(path: Path) -> str:
 
 
 class TorchPredictor(Predictor):
+    """One PyTorch model file. A specialist run given as a path is refused: it answers only
+    together with its base run (``load_predictor`` combines the two)."""
+
     backend = "torch"
 
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path | LoadedModel, *, threads: int | None = None) -> None:
         import torch
 
-        from fmnist.models.saved import load_model
+        from fmnist.models.saved import LoadedModel, load_model
 
         if threads:
             torch.set_num_threads(threads)
-        self.model = load_model(path)
+        if isinstance(path, LoadedModel):
+            self.model = path
+        else:
+            self.model = load_model(path)
+            from fmnist.inference.combined import refuse_specialist
+
+            refuse_specialist(
+                self.model, "`fmnist predict` and `fmnist serve` combine the two; to export one model, export the base run {base}"
+            )
         self.source = self.model.path
         self.name = _short_name(self.source)
         self.class_names = list(self.model.card.class_names)
@@ -170,13 +209,60 @@ class OnnxPredictor(Predictor):
         metadata = self.session.get_modelmeta().custom_metadata_map
         if META_CLASS_NAMES not in metadata:
             raise RunError(f"{self.source}: ONNX model without fmnist metadata", "export it with `fmnist export`")
-        self.class_names = json.loads(metadata[META_CLASS_NAMES])
-        self.temperature = float(metadata.get(META_TEMPERATURE, 1.0))
-        self.tta_flip = metadata.get(META_TTA_FLIP, "false") == "true"
-        self.input_name = self.session.get_inputs()[0].name
+        self.class_names, self.temperature, self.tta_flip = read_onnx_metadata(self.source, metadata)
+        self.input_name = check_onnx_signature(self.source, self.session, len(self.class_names))
+        # The first answer is checked now, so a model that gives NaN fails at load, in one line.
+        self.probabilities(np.array([np.zeros((28, 28)), np.full((28, 28), 255)], dtype=np.uint8))
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: inputs})[0]
+
+
+MAX_ONNX_METADATA = 64 * 1024  # characters of one fmnist metadata value; the class names take < 200
+
+
+def read_onnx_metadata(source: Path, metadata: dict[str, str]) -> tuple[list[str], float, bool]:
+    """(class names, temperature, tta_flip) from an ONNX file's fmnist metadata, checked
+    like a model card's fields; RunError names the first bad one."""
+    from fmnist.bounded_json import JsonRefused, loads_bounded
+    from fmnist.models.saved import check_class_names, check_temperature
+
+    fix = "re-export it with `fmnist export`"
+    try:
+        names = loads_bounded(metadata[META_CLASS_NAMES], max_chars=MAX_ONNX_METADATA)
+        class_names = check_class_names(names)
+    except JsonRefused as error:
+        raise RunError(f"{source}: its metadata {META_CLASS_NAMES} is refused: {error}", fix) from None
+    except RunError as error:
+        raise RunError(f"{source}: metadata {META_CLASS_NAMES}: {error.problem}", fix) from None
+    text = metadata.get(META_TEMPERATURE, "1.0")
+    try:
+        temperature = check_temperature(float(text) if len(text) <= 40 else text)
+    except (ValueError, RunError):
+        raise RunError(f"{source}: metadata {META_TEMPERATURE} must be a number from 0.01 to 100, got {text[:40]!r}", fix) from None
+    flag = metadata.get(META_TTA_FLIP, "false")
+    if flag not in ("true", "false"):
+        raise RunError(f"{source}: metadata {META_TTA_FLIP} must be 'true' or 'false', got {flag[:40]!r}", fix)
+    return class_names, temperature, flag == "true"
+
+
+def check_onnx_signature(source: Path, session: object, num_classes: int) -> str:
+    """The name of the model's one float input (N, 1, 28, 28); its output must be (N, C)
+    with C the number of class names. Symbolic sizes pass (the first answer is checked)."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+
+    def fits(shape: list, expected: tuple) -> bool:
+        return len(shape) == len(expected) and all(not isinstance(d, int) or e is None or d == e for d, e in zip(shape, expected))
+
+    if len(inputs) != 1 or inputs[0].type != "tensor(float)" or not fits(inputs[0].shape, (None, 1, IMAGE_SIZE, IMAGE_SIZE)):
+        described = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs[:3])
+        raise RunError(f"{source}: the model takes {described}, not float images (N, 1, 28, 28)", "re-export it with `fmnist export`")
+    if not outputs or not fits(outputs[0].shape, (None, num_classes)):
+        raise RunError(
+            f"{source}: the model's output {outputs[0].shape if outputs else 'none'} does not match its {num_classes} class names",
+            "re-export it with `fmnist export`",
+        )
+    return inputs[0].name
 
 
 def resolve_onnx_path(path: str | Path) -> Path:
@@ -197,11 +283,22 @@ def resolve_onnx_path(path: str | Path) -> Path:
 
 def load_predictor(path: str | Path, *, backend: str = "torch", threads: int | None = None) -> Predictor:
     """A predictor for a run folder or model file (torch), or for an ONNX file or a run
-    folder holding model.onnx (onnxruntime). ``threads`` caps the backend's CPU threads."""
+    folder holding model.onnx (onnxruntime). ``threads`` caps the backend's CPU threads.
+
+    A specialist run gives its combination with the base run its card names (over the
+    base's classes), or a RunError naming the base run when that is missing."""
     if backend == "torch":
         if Path(path).suffix == ".onnx":
             raise ConfigError(f"{path}: an ONNX file needs --backend onnxruntime")
-        return TorchPredictor(path, threads=threads)
+        from fmnist.models.saved import load_model
+
+        model = load_model(path)
+        if model.card.specialist is not None:
+            # Never the specialist alone: its outputs cover only its group of classes.
+            from fmnist.inference.combined import load_specialist_predictor
+
+            return load_specialist_predictor(model, threads=threads)
+        return TorchPredictor(model, threads=threads)
     if backend == "onnxruntime":
         return OnnxPredictor(path, threads=threads)
     raise ConfigError(f"unknown backend {backend!r}", f"choose one of {', '.join(BACKENDS)}")

@@ -17,11 +17,13 @@ Design (measured on the validation split; see the README's fast-recipe notes):
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmnist.models.registry import Normalize, register_model
+from fmnist.models.registry import CLASSES, Bounds, Normalize, register_model
 
 
 class WhiteningStem(nn.Module):
@@ -95,6 +97,10 @@ class FastCNN(nn.Module):
 
 
 @register_model
-def fast_cnn(width_14: int = 32, width_7: int = 64, num_classes: int = 10) -> nn.Module:
+def fast_cnn(
+    width_14: Annotated[int, Bounds(1, 1024, "channels")] = 32,
+    width_7: Annotated[int, Bounds(1, 1024, "channels")] = 64,
+    num_classes: Annotated[int, CLASSES] = 10,
+) -> nn.Module:
     """A whitened-stem CNN of 7.5 MFLOPs per image, built to train fast on a CPU."""
     return FastCNN(width_14, width_7, num_classes)

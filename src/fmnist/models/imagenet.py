@@ -16,11 +16,13 @@ The ImageNet classifier (1000 classes) is replaced by a fresh one of ``num_class
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmnist.models.registry import register_model
+from fmnist.models.registry import CLASSES, FRACTION, Bounds, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -154,22 +156,22 @@ class ImageNetClassifier(nn.Module):
         return self.backbone((images - self.mean) / self.std)
 
 
-def _check_image_size(image_size: int) -> None:
-    from fmnist.errors import ConfigError
-
-    if not isinstance(image_size, int) or image_size < 32:
-        raise ConfigError(f"image_size must be a whole number of pixels >= 32, got {image_size!r}", "e.g. 64, 96 or 112")
+# 32 px: the stride-32 backbones keep a 1x1 map; 224 px: ImageNet's own size. Beyond it
+# a batch of 1024 images would need tens of GB of activations.
+IMAGE_SIZE = Bounds(32, 224, "pixels")
 
 
 @register_model
-def resnet18(image_size: int = 64, num_classes: int = 10) -> nn.Module:
+def resnet18(image_size: Annotated[int, IMAGE_SIZE] = 64, num_classes: Annotated[int, CLASSES] = 10) -> nn.Module:
     """torchvision's ResNet-18 on upsampled 3-channel input, for ImageNet fine-tuning."""
-    _check_image_size(image_size)
     return ImageNetClassifier(ResNet((2, 2, 2, 2), num_classes), head="fc", image_size=image_size)
 
 
 @register_model
-def mobilenet_v2(image_size: int = 64, num_classes: int = 10, dropout: float = 0.2) -> nn.Module:
+def mobilenet_v2(
+    image_size: Annotated[int, IMAGE_SIZE] = 64,
+    num_classes: Annotated[int, CLASSES] = 10,
+    dropout: Annotated[float, FRACTION] = 0.2,
+) -> nn.Module:
     """torchvision's MobileNetV2 (3.5M parameters) on upsampled input, for ImageNet fine-tuning."""
-    _check_image_size(image_size)
     return ImageNetClassifier(MobileNetV2(num_classes, dropout), head="classifier", image_size=image_size)

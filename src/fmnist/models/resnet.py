@@ -7,10 +7,12 @@ Networks"), in the wide form of Zagoruyko & Komodakis (2016): three stages at 28
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
-from fmnist.models.registry import Normalize, register_model
+from fmnist.models.registry import CLASSES, FRACTION, Bounds, Normalize, register_model
 
 
 class PreActBlock(nn.Module):
@@ -64,7 +66,10 @@ class PreActResNet(nn.Module):
 
 @register_model
 def preact_resnet(
-    width: int = 32, blocks: tuple[int, int, int] = (1, 1, 1), dropout: float = 0.0, num_classes: int = 10
+    width: Annotated[int, Bounds(1, 512, "channels")] = 32,
+    blocks: Annotated[tuple[int, int, int], Bounds(1, 16, "blocks per stage")] = (1, 1, 1),
+    dropout: Annotated[float, FRACTION] = 0.0,
+    num_classes: Annotated[int, CLASSES] = 10,
 ) -> nn.Module:
     """Pre-activation wide ResNet, stages at 28/14/7 px with widths w, 2w, 4w."""
     return PreActResNet(width, tuple(blocks), dropout, num_classes)

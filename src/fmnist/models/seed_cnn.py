@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from torch import nn
 
-from fmnist.models.registry import Normalize, register_model
+from fmnist.models.registry import CLASSES, FRACTION, Bounds, Normalize, register_model
 
 
 def conv_bn_act(in_channels: int, out_channels: int, slope: float) -> list[nn.Module]:
@@ -20,8 +22,12 @@ def conv_bn_act(in_channels: int, out_channels: int, slope: float) -> list[nn.Mo
 
 @register_model
 def seed_cnn(
-    width: int = 32, hidden: int = 128, dropout: float = 0.25, head_dropout: float = 0.5, slope: float = 0.1,
-    num_classes: int = 10,
+    width: Annotated[int, Bounds(1, 1024, "channels")] = 32,
+    hidden: Annotated[int, Bounds(1, 8192, "units")] = 128,
+    dropout: Annotated[float, FRACTION] = 0.25,
+    head_dropout: Annotated[float, FRACTION] = 0.5,
+    slope: Annotated[float, FRACTION] = 0.1,
+    num_classes: Annotated[int, CLASSES] = 10,
 ) -> nn.Module:
     """The original CNN: Conv-BN-LeakyReLU blocks, max-pooling, dropout, dense head."""
     return nn.Sequential(

@@ -17,7 +17,7 @@ from typing import Any
 
 from fmnist.augment import AugmentConfig
 from fmnist.errors import ConfigError
-from fmnist.models.registry import get_spec, model_defaults
+from fmnist.models.registry import check_model_args, get_spec
 from fmnist.training.config_file import read_settings
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -78,9 +78,9 @@ class TrainConfig:
         check_field_types(self)
         check_field_types(self.augment)
         get_spec(self.model)
-        unknown = sorted(set(self.model_args) - set(model_defaults(self.model)))
-        if unknown:
-            raise ConfigError(f"model {self.model!r} has no argument(s) {', '.join(unknown)}")
+        # Names, types and bounds of the model arguments, as the registry checks them for
+        # every model: refused here, before a run folder is made.
+        check_model_args(self.model, self.model_args)
         checks = [
             (self.epochs >= 1, "epochs", "at least 1"),
             (self.select_on in ("val_loss", "val_accuracy"), "select_on", "'val_loss' or 'val_accuracy'"),
