@@ -302,3 +302,13 @@ def test_commands_refuse_huge_cards_within_a_memory_limit(crafted, image, tiny_i
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr[-2000:]
     assert done.stderr.startswith("fmnist: error: ") and CASES[case][1] in done.stderr, done.stderr
+
+
+def test_init_refuses_a_run_with_nan_weights(tmp_path: Path) -> None:
+    from fmnist.models.pretrained import load_run_weights
+
+    tensors = small_state()
+    poison(math.nan)(tensors)
+    run = write_run(tmp_path / "run", json.dumps(valid_document()), tensors)
+    with pytest.raises(RunError, match="--init .* hold NaN or infinite values"):
+        load_run_weights(create_model("seed_cnn", **SMALL_ARGS), run)

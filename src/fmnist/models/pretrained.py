@@ -158,13 +158,16 @@ def load_run_weights(model: nn.Module, run: str | os.PathLike[str]) -> WeightTra
     """Copy the weights of one of our runs (a run folder or model file) whose names and
     shapes match; a head of another size (e.g. 10 -> 4 classes) is freshly initialised."""
     from fmnist.models.saved import resolve_model_path
-    from fmnist.tensorfile import load_tensor_file
+    from fmnist.tensorfile import load_tensor_file, non_finite_tensors
 
     try:
         path = resolve_model_path(run)
     except RunError as error:
         raise RunError(f"--init: {error.problem}", error.fix) from None
     tensors, _ = load_tensor_file(path)
+    damaged = non_finite_tensors(tensors)
+    if damaged:  # copied in, they would make the first training step NaN
+        raise RunError(f"--init {path}: weights {', '.join(damaged[:3])} hold NaN or infinite values", "start from another run")
     transfer = copy_matching(model, tensors, str(path))
     if not transfer.loaded:
         raise RunError(f"--init {run}: none of its weights fit this model", "start from a run of the same model family")
