@@ -312,3 +312,19 @@ def test_init_refuses_a_run_with_nan_weights(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", json.dumps(valid_document()), tensors)
     with pytest.raises(RunError, match="--init .* hold NaN or infinite values"):
         load_run_weights(create_model("seed_cnn", **SMALL_ARGS), run)
+
+
+def test_evaluation_refuses_non_finite_outputs(tmp_path: Path) -> None:
+    """Finite weights can overflow on images other than the load-time probe's (black, grey,
+    white); here the head is changed after loading, past load_model's checks: evaluation
+    refuses rather than score NaN probabilities."""
+    import numpy as np
+
+    from fmnist.evaluation.predictions import predict
+
+    loaded = load_model(write_run(tmp_path / "run", json.dumps(valid_document()), small_state()))
+    with torch.no_grad():
+        loaded.module[-1].bias[0] = math.inf
+    images = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    with pytest.raises(RunError, match="outputs are NaN or infinite for"):
+        predict(loaded, images, np.zeros(8, np.int64))

@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
 from fmnist.data.classes import CLASS_NAMES
-from fmnist.errors import DataError
+from fmnist.errors import DataError, RunError
 from fmnist.models.forward import predict_logits
 from fmnist.models.saved import LoadedModel
 
@@ -118,6 +118,9 @@ def predict(
     flip = model.card.tta_flip if tta_flip is None else tta_flip
     logits = predict_logits(model.module, images, batch_size=batch_size, tta_flip=flip)
     probabilities = torch.softmax(logits / model.card.temperature, dim=1).numpy().astype(np.float32)
+    if not np.isfinite(probabilities).all():  # metrics of NaN would be silently wrong
+        bad = int((~np.isfinite(probabilities).all(axis=1)).sum())
+        raise RunError(f"{model.path}: the model's outputs are NaN or infinite for {bad} of {len(images)} images", "its weights are damaged; retrain it")
     return Predictions(
         probabilities=probabilities,
         labels=np.asarray(labels, dtype=np.int64),
