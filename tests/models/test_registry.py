@@ -97,3 +97,30 @@ def test_a_model_file_of_another_kind_is_refused(tmp_path: Path) -> None:
     save_tensor_file(checkpoint_like, {"x": torch.zeros(1)}, {"format": "something-else"})
     with pytest.raises(RunError, match="not an fmnist model file"):
         load_model(checkpoint_like)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_argument_is_typed_and_bounded(name: str) -> None:
+    """Model files, configs and flags all reach the builders through the registry's checks:
+    every argument has a type and (numbers) bounds, out-of-range values are refused before
+    anything is built, and the model's outputs can be counted on the meta device."""
+    from fmnist.models.registry import create_meta_model, model_arguments, output_width
+
+    arguments = model_arguments(name)
+    assert arguments, name
+    for argument in arguments.values():
+        assert argument.kind in (int, float, bool, str, tuple), argument
+        if argument.kind in (int, float) or argument.kind is tuple:
+            assert argument.bounds is not None, argument
+            too_big = argument.bounds.high + 1
+            if argument.kind is int:
+                too_big = int(too_big)
+            value = [too_big] * (argument.length or 1) if argument.kind is tuple else too_big
+            with pytest.raises(ConfigError, match=f"{argument.name}"):
+                create_model(name, **{argument.name: value})
+            with pytest.raises(ConfigError, match=f"{argument.name}"):
+                create_model(name, **{argument.name: "1"})
+    meta = create_meta_model(name)
+    assert all(tensor.is_meta for tensor in meta.state_dict().values())
+    assert output_width(meta) == 10
+    assert output_width(create_meta_model(name, num_classes=4)) == 4
