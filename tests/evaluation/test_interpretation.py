@@ -123,9 +123,7 @@ def test_to_dict_holds_every_view(interpretation: Interpretation):
 
 def test_a_specialist_run_is_refused_with_a_pointer_to_compare(tiny_run: Path, tmp_path: Path):
     from fmnist.errors import RunError
-    from fmnist.models import save_model
-
-    from fmnist.models import ModelCard, create_model
+    from fmnist.models import ModelCard, create_model, save_model
 
     # A four-class model whose card names tiny_run as its base, as `train --specialist` writes.
     card = ModelCard(model="seed_cnn", model_args={"width": 8, "hidden": 16, "num_classes": 4},

@@ -16,7 +16,12 @@ import pytest
 
 from fmnist.errors import RunError
 from fmnist.inference import load_predictor
-from fmnist.inference.predictor import META_CLASS_NAMES, META_TEMPERATURE, META_TTA_FLIP, Predictor
+from fmnist.inference.predictor import (
+    META_CLASS_NAMES,
+    META_TEMPERATURE,
+    META_TTA_FLIP,
+    Predictor,
+)
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

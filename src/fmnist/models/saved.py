@@ -18,8 +18,19 @@ from torch import nn
 from fmnist.data.classes import CLASS_NAMES
 from fmnist.data.contract import CONTRACT
 from fmnist.errors import ConfigError, RunError
-from fmnist.models.registry import check_model_args, create_meta_model, get_spec, output_width
-from fmnist.tensorfile import SAFETENSORS_DTYPES, TensorInfo, load_tensor_file, non_finite_tensors, save_tensor_file
+from fmnist.models.registry import (
+    check_model_args,
+    create_meta_model,
+    get_spec,
+    output_width,
+)
+from fmnist.tensorfile import (
+    SAFETENSORS_DTYPES,
+    TensorInfo,
+    load_tensor_file,
+    non_finite_tensors,
+    save_tensor_file,
+)
 
 MODEL_FORMAT = "fmnist-model/1"
 MODEL_FILE = "model.safetensors"
