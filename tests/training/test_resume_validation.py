@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,15 +19,6 @@ from safetensors.torch import save_file
 from fmnist.errors import RunError
 from fmnist.tensorfile import METADATA_KEY, load_tensor_file
 from fmnist.training import resume
-
-
-@pytest.fixture
-def interrupted_run(tiny_run: Path, tmp_path: Path) -> Path:
-    """A copy of the tiny run as a kill before its model file would leave it."""
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    (run / "model.safetensors").unlink()
-    return run
 
 
 @pytest.fixture

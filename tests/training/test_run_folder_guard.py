@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -103,14 +102,6 @@ with locked(RunPaths(Path(sys.argv[1]))):
     print("locked", flush=True)
     time.sleep(120)
 """
-
-
-@pytest.fixture
-def interrupted_run(tiny_run: Path, tmp_path: Path) -> Path:
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    (run / "model.safetensors").unlink()
-    return run
 
 
 def test_a_second_process_is_refused_naming_the_holder_and_a_killed_holder_frees_the_run(

@@ -17,7 +17,6 @@ import contextlib
 import gzip
 import hashlib
 import os
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import BinaryIO
 import numpy as np
 
 from fmnist.data.classes import IMAGE_SIZE, NUM_CLASSES
-from fmnist.data.input_files import HashingReader, open_regular_file
+from fmnist.data.input_files import HashingReader, gzip_read_errors, open_regular_file
 from fmnist.data.limits import RAISE_HINT, max_images
 from fmnist.errors import DataError
 
@@ -68,18 +67,6 @@ def _decompressed(path: Path, file_digest: hashlib._Hash | None) -> Iterator[tup
                 "download it again, or remove the .gz suffix if it is an uncompressed IDX file",
             )
         yield source, os.fstat(raw.fileno()).st_size
-
-
-@contextlib.contextmanager
-def _gzip_errors(path: Path) -> Iterator[None]:
-    try:
-        yield
-    except EOFError:
-        raise DataError(f"{path}: the gzip stream is truncated (the file was cut short)", "download it again") from None
-    except (gzip.BadGzipFile, zlib.error) as error:
-        raise DataError(f"{path}: corrupt gzip data ({error})", "download it again") from None
-    except MemoryError:
-        raise DataError(f"{path}: not enough memory to read this file", "free memory, or use a smaller file") from None
 
 
 def _read_into(stream: BinaryIO, buffer: np.ndarray) -> int:
@@ -127,7 +114,7 @@ def _check_dims(path: Path, dims: tuple[int, ...]) -> None:
 
 
 def _read_raw(path: Path, *, expected_dims: int | None, file_digest: hashlib._Hash | None = None) -> _RawIdx:
-    with _decompressed(path, file_digest) as (stream, file_size), _gzip_errors(path):
+    with _decompressed(path, file_digest) as (stream, file_size), gzip_read_errors(path, "download it again"):
         head = stream.read(4)
         ndim = _check_header(path, head, expected_dims)
         sizes = stream.read(4 * ndim)

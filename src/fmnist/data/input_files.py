@@ -10,10 +10,14 @@ become one-line errors naming the path.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import io
 import os
 import stat
+import zlib
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from fmnist.errors import DataError, FmnistError
@@ -134,3 +138,18 @@ class HashingReader(io.RawIOBase):
         if count:
             self._digest.update(memoryview(buffer)[:count])
         return count
+
+
+@contextlib.contextmanager
+def gzip_read_errors(path: str | os.PathLike[str], fix: str) -> Iterator[None]:
+    """Turn what reading a (possibly gzipped) data file can raise into one-line DataErrors:
+    a truncated or corrupt gzip stream (``fix`` says how to get a good copy) and running
+    out of memory."""
+    try:
+        yield
+    except EOFError:
+        raise DataError(f"{path}: the gzip stream is truncated (the file was cut short)", fix) from None
+    except (gzip.BadGzipFile, zlib.error) as error:
+        raise DataError(f"{path}: corrupt gzip data ({error})", fix) from None
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to read this file", "free memory, or use a smaller file") from None

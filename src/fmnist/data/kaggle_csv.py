@@ -18,7 +18,6 @@ import contextlib
 import gzip
 import hashlib
 import re
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -29,7 +28,7 @@ import pyarrow.csv as pa_csv
 
 from fmnist.data.classes import IMAGE_SIZE, NUM_CLASSES
 from fmnist.data.idx import GZIP_MAGIC
-from fmnist.data.input_files import HashingReader, open_regular_file
+from fmnist.data.input_files import HashingReader, gzip_read_errors, open_regular_file
 from fmnist.data.limits import MAX_CSV_LINE_BYTES, RAISE_HINT, max_images
 from fmnist.errors import DataError
 
@@ -57,18 +56,12 @@ def _text(path: Path, file_digest: hashlib._Hash | None = None) -> Iterator[Bina
                 f"{path}: the name ends in .gz but the content is not gzip data",
                 "compress it with gzip, or remove the .gz suffix",
             )
-        try:
+        with gzip_read_errors(path, "compress it again"):
             if gzipped:
                 with gzip.GzipFile(fileobj=source, mode="rb") as inflated:
                     yield inflated
             else:
                 yield source
-        except EOFError:
-            raise DataError(f"{path}: the gzip stream is truncated (the file was cut short)", "compress it again") from None
-        except (gzip.BadGzipFile, zlib.error) as error:
-            raise DataError(f"{path}: corrupt gzip data ({error})", "compress it again") from None
-        except MemoryError:
-            raise DataError(f"{path}: not enough memory to read this file", "free memory, or use a smaller file") from None
 
 
 def _count_lines(path: Path, *, has_header: bool, max_rows: int) -> int:
