@@ -205,6 +205,14 @@ def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -
     async def stopping(request: Request, error: BatcherStopped) -> JSONResponse:
         return JSONResponse({"error": str(error), "fix": "retry in a moment"}, status_code=503, headers={"Retry-After": "1"})
 
+    @app.exception_handler(FmnistError)
+    async def model_fault(request: Request, error: FmnistError) -> JSONResponse:
+        # Uploads are refused (4xx) before they reach the model, so an FmnistError here is
+        # the served model's own fault (outputs NaN or infinite): said as it is, in JSON,
+        # with one log line and no traceback; never a NaN in the reply.
+        log.error("%s %s: %s", request.method, request.url.path, error)
+        return JSONResponse({"error": error.problem, "fix": error.fix or "check the model file"}, status_code=500)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
