@@ -8,13 +8,14 @@ rank 0 writes the run folder.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -446,8 +447,15 @@ class Trainer:
             start = self.config.pretrained or self.config.init_run
             if start is not None:
                 card.extra["initialised_from"] = start_name(start)
-            save_model(self.paths.best_checkpoint, best, card)
             save_model(self.paths.model, best, card)
+            if self.config.specialist is not None:
+                # The base run is stored relative to the folder of the file that names it
+                # (inference.combined resolves it so): one level deeper for checkpoints/.
+                card = replace(card, extra=copy.deepcopy(card.extra))
+                card.extra["specialist"]["base_run"] = specialist_card(
+                    self.config.specialist, self.config.base_run, run_dir=self.paths.best_checkpoint.parent
+                )[1]["base_run"]
+            save_model(self.paths.best_checkpoint, best, card)
         self.context.barrier()
         return best
 
