@@ -196,13 +196,24 @@ def learnable_data(count: int, *, seed: int) -> TinyData:
     return TinyData(images, labels)
 
 
-@pytest.fixture
-def learnable_dir(tmp_path: Path) -> Path:
-    """IDX files of a small learnable dataset: 400 training and 100 test images."""
-    folder = tmp_path / "learnable"
+def write_learnable(folder: Path) -> Path:
+    """IDX files of a small learnable dataset in ``folder``: 400 training and 100 test images."""
     DataFiles.idx_split(folder, learnable_data(400, seed=0), split="train")
     DataFiles.idx_split(folder, learnable_data(100, seed=1), split="test")
     return folder
+
+
+@pytest.fixture(scope="session")
+def learnable_writer():
+    """``write_learnable`` for fixtures of other test folders: importing it from
+    ``conftest`` is ambiguous once several test folders have a conftest.py."""
+    return write_learnable
+
+
+@pytest.fixture
+def learnable_dir(tmp_path: Path) -> Path:
+    """IDX files of a small learnable dataset: 400 training and 100 test images."""
+    return write_learnable(tmp_path / "learnable")
 
 
 # A seed_cnn small enough that a training epoch over 400 images takes well under a second.
@@ -246,9 +257,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fmnist.training import read_config_file, resolve_config, train
 
     root = tmp_path_factory.mktemp("tiny-run")
-    data = root / "data"
-    DataFiles.idx_split(data, learnable_data(400, seed=0), split="train")
-    DataFiles.idx_split(data, learnable_data(100, seed=1), split="test")
+    data = write_learnable(root / "data")
     config_path = root / "small.toml"
     config_path.write_text(SMALL_MODEL_TOML)
     config = resolve_config(file_values=read_config_file(config_path), overrides={"seed": 0})

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -130,11 +131,14 @@ fmnist.tensorfile.save_file = save_file
 
 real_write_bytes = fmnist.files.atomic_write_bytes
 def atomic_write_bytes(path, data):
-    if counted("text") and moment == "written":
+    target = counted("text")
+    if target and moment == "written":
         with fmnist.files.atomic_path(path) as tmp:
             tmp.write_bytes(data)
             die()
     real_write_bytes(path, data)
+    if target and moment == "after":
+        die()
 fmnist.files.atomic_write_bytes = atomic_write_bytes
 
 from fmnist.cli import main
@@ -151,7 +155,9 @@ TEN_MOMENTS = [
     "tensors:3:written",  # epoch 3's checkpoint complete, not yet renamed
     "text:4:written",  # epoch 2's log complete, not yet renamed (its checkpoint is)
     "time:mid-epoch-3",
-    "time:after-epoch-4",  # the last checkpoint written, the model not yet
+    # The last checkpoint and epoch 4's log written, the model not yet. A kill timed by
+    # polling the log raced the model write (a tiny model's takes milliseconds).
+    "text:6:after",
     "tensors:5:partial",  # inside the write of checkpoints/best.safetensors
     "tensors:6:before",  # inside the write of model.safetensors
     "tensors:6:written",  # model.safetensors complete under its temporary name
@@ -159,14 +165,12 @@ TEN_MOMENTS = [
 
 
 @pytest.fixture(scope="module")
-def ten_moments_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, torch.Tensor]]:
+def ten_moments_setup(
+    tmp_path_factory: pytest.TempPathFactory, learnable_writer: Callable[[Path], Path]
+) -> tuple[Path, Path, dict[str, torch.Tensor]]:
     """The data, the config and the weights of the uninterrupted reference run."""
-    from conftest import DataFiles, learnable_data
-
     root = tmp_path_factory.mktemp("ten-moments")
-    data = root / "data"
-    DataFiles.idx_split(data, learnable_data(400, seed=0), split="train")
-    DataFiles.idx_split(data, learnable_data(100, seed=1), split="test")
+    data = learnable_writer(root / "data")
     config = root / "resume.toml"
     config.write_text(CONFIG)
     subprocess.run(_train_command(config, data, root / "reference"), check=True, timeout=300)
@@ -186,10 +190,8 @@ def test_kill_at_ten_moments_then_resume_gives_identical_weights(
         point = moment.removeprefix("time:")
         if point == "started":
             _kill_when(process, lambda: (run / "config.json").exists())
-        elif point == "mid-epoch-3":
+        else:  # mid-epoch-3
             _kill_when(process, lambda: _epochs_done(run) >= 2)
-        else:
-            _kill_when(process, lambda: _epochs_done(run) >= 4)
     else:
         killed = subprocess.run(
             [sys.executable, "-c", KILLING_CLI, *arguments], env={**os.environ, "KILL_AT": moment}, timeout=300, check=False
@@ -197,6 +199,8 @@ def test_kill_at_ten_moments_then_resume_gives_identical_weights(
         assert killed.returncode == -signal.SIGKILL, f"{moment}: the kill point was never reached"
     if moment != "tensors:6:written":
         assert not (run / "model.safetensors").exists()
+    if moment == "text:6:after":  # the kill point is the one named
+        assert _epochs_done(run) == 4
 
     resumed = subprocess.run(
         [sys.executable, "-m", "fmnist", "train", "--resume", str(run), "--data", str(data), "--no-eval", "--quiet"],

@@ -447,15 +447,16 @@ class Trainer:
             start = self.config.pretrained or self.config.init_run
             if start is not None:
                 card.extra["initialised_from"] = start_name(start)
-            save_model(self.paths.model, best, card)
+            best_card = card
             if self.config.specialist is not None:
                 # The base run is stored relative to the folder of the file that names it
                 # (inference.combined resolves it so): one level deeper for checkpoints/.
-                card = replace(card, extra=copy.deepcopy(card.extra))
-                card.extra["specialist"]["base_run"] = specialist_card(
+                best_card = replace(card, extra=copy.deepcopy(card.extra))
+                best_card.extra["specialist"]["base_run"] = specialist_card(
                     self.config.specialist, self.config.base_run, run_dir=self.paths.best_checkpoint.parent
                 )[1]["base_run"]
-            save_model(self.paths.best_checkpoint, best, card)
+            save_model(self.paths.best_checkpoint, best, best_card)
+            save_model(self.paths.model, best, card)
         self.context.barrier()
         return best
 
