@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from stub_predictors import NaNOnSecondImage
 
 from fmnist.errors import RunError
 from fmnist.inference import load_predictor
@@ -20,7 +21,6 @@ from fmnist.inference.predictor import (
     META_CLASS_NAMES,
     META_TEMPERATURE,
     META_TTA_FLIP,
-    Predictor,
 )
 
 onnx = pytest.importorskip("onnx")
@@ -99,21 +99,8 @@ def test_predict_cli_refuses_crafted_metadata(run_fmnist, exported: Path, tmp_pa
     run_fmnist("predict", str(path), str(image), "--backend", "onnxruntime").error_line("fmnist.temperature must be a number")
 
 
-class NonFinite(Predictor):
-    """A backend whose model answers NaN for the second image of a batch: what a model with
-    finite weights can still do on some input, after its load-time check passed."""
-
-    backend, name, class_names, temperature, tta_flip = "test", "nan", [f"c{i}" for i in range(10)], 1.0, False
-    source = Path("nan.model")
-
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
-        logits = np.zeros((len(inputs), 10), np.float32)
-        logits[1:2] = np.nan
-        return logits
-
-
 def test_non_finite_outputs_are_refused_at_inference() -> None:
-    predictor = NonFinite()
+    predictor = NaNOnSecondImage()
     assert predictor.probabilities(np.zeros((1, 28, 28), np.uint8)).shape == (1, 10)
     with pytest.raises(RunError, match="outputs are NaN or infinite for this batch of 2"):
         predictor.predict(np.zeros((2, 28, 28), np.uint8))

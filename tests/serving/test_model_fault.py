@@ -7,27 +7,14 @@ import logging
 import socket
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import uvicorn
 from live_server import Reply, multipart, png
+from stub_predictors import NaNOnSecondImage
 
-from fmnist.inference.predictor import Predictor
 from fmnist.serving.app import ServeSettings, create_app
-
-
-class NaNOnSecondImage(Predictor):
-    """Finite answers for a batch of one, NaN for the second image of a larger batch."""
-
-    backend, name, class_names, temperature, tta_flip = "test", "nan", [f"c{i}" for i in range(10)], 1.0, False
-    source = Path("nan.model")
-
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
-        logits = np.zeros((len(inputs), 10), np.float32)
-        logits[1:2] = np.nan
-        return logits
 
 
 @pytest.fixture
