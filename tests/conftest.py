@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_result import CliResult
 
 # The real release, as Debian's dataset-fashion-mnist installs it (CI has it too).
 REAL_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -146,24 +147,6 @@ def isolated_fmnist_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     monkeypatch.setenv("FMNIST_CACHE", str(cache))
     monkeypatch.delenv("FMNIST_DATA", raising=False)
     return cache
-
-
-@dataclass(frozen=True)
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def error_line(self, *fragments: str) -> str:
-        """Check a clean refusal: exit 2, one stderr line 'fmnist: error: ...', no traceback."""
-        assert self.returncode == 2, self
-        assert "Traceback" not in self.stderr, self.stderr
-        lines = self.stderr.strip("\n").splitlines()
-        assert len(lines) == 1, self.stderr
-        assert lines[0].startswith("fmnist: error: "), lines[0]
-        for fragment in fragments:
-            assert fragment in lines[0], (fragment, lines[0])
-        return lines[0]
 
 
 @pytest.fixture

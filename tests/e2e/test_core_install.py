@@ -14,34 +14,18 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_result import CliResult
 from PIL import Image
 from without_extras import SCRIPT, block
 
 from fmnist.errors import FmnistError
 
 
-@dataclass(frozen=True)
-class CoreResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def error_line(self, *fragments: str) -> str:
-        """A clean refusal: exit 2, one stderr line 'fmnist: error: ...', no traceback."""
-        assert self.returncode == 2, self
-        lines = self.stderr.strip("\n").splitlines()
-        assert len(lines) == 1 and lines[0].startswith("fmnist: error: "), self.stderr
-        for fragment in fragments:
-            assert fragment in lines[0], (fragment, lines[0])
-        return lines[0]
-
-
-def run_core(*args: str, cwd: Path, timeout: float = 300) -> CoreResult:
+def run_core(*args: str, cwd: Path, timeout: float = 300) -> CliResult:
     """``fmnist ARGS`` in a subprocess where no extra's module can be imported."""
     done = subprocess.run(
         [sys.executable, str(SCRIPT), *args],
@@ -52,7 +36,7 @@ def run_core(*args: str, cwd: Path, timeout: float = 300) -> CoreResult:
         timeout=timeout,
         check=False,
     )
-    return CoreResult(done.returncode, done.stdout, done.stderr)
+    return CliResult(done.returncode, done.stdout, done.stderr)
 
 
 @pytest.fixture
