@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fmnist.data import load, stratified_split
-from fmnist.evaluation.metrics_file import evaluate_run
+from fmnist.evaluation.evaluate import evaluate_run
 from fmnist.evaluation.specialist import (
     WEIGHT_GRID,
     choose_weight,

@@ -75,7 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Bind first: a busy port is refused at once, before model loading.
     listener = _listen(args.host, args.port)
     from fmnist.serving.app import ServeSettings, create_app
-    from fmnist.serving.limits import MEGABYTE, Limits
+    from fmnist.serving.uploads import MEGABYTE, Limits
     from fmnist.serving.model import load_serving_predictor
 
     # The CPUs this process may use (affinity, cgroup quota, OMP_NUM_THREADS), shared out

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from fmnist.errors import RunError
-from fmnist.evaluation.metrics_file import evaluate_run
+from fmnist.evaluation.evaluate import evaluate_run
 from fmnist.evaluation.predictions import Predictions
 
 

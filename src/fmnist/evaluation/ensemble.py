@@ -10,7 +10,7 @@ import numpy as np
 
 from fmnist.data import load
 from fmnist.errors import RunError
-from fmnist.evaluation.metrics_file import metrics_document
+from fmnist.evaluation.evaluate import metrics_document
 from fmnist.evaluation.predictions import Predictions, predict
 from fmnist.models import load_model, resolve_model_path
 

@@ -41,7 +41,7 @@ from fmnist.inference.photo import (
 from fmnist.inference.predictor import Predictor, top_k
 from fmnist.serving.batcher import BatcherStopped, MicroBatcher
 from fmnist.serving.decoding import DecodePool
-from fmnist.serving.limits import (
+from fmnist.serving.uploads import (
     FIELD,
     SERVED_FORMATS,
     BodyLimitMiddleware,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from fmnist.serving.limits import RequestRefused
+from fmnist.serving.uploads import RequestRefused
 
 T = TypeVar("T")
 
