@@ -125,13 +125,3 @@ def test_the_server_answers_with_the_combination(specialist_run: Path, tmp_path:
     for entry in top_k:
         assert entry["probability"] == pytest.approx(float(expected[CLASS_NAMES.index(entry["label"])]), abs=1e-5)
 
-
-def test_the_best_checkpoint_of_a_specialist_finds_its_base_too(specialist_run: Path, tiny_run: Path) -> None:
-    # Regression: the best checkpoint (checkpoints/best.safetensors, also a model file)
-    # carried the base path relative to the run folder, so from checkpoints/ it named a
-    # folder that does not exist.
-    best = specialist_run / "checkpoints" / "best.safetensors"
-    images = np.stack([BLANK, load("test", tiny_run.parent / "data").images[0]])
-    np.testing.assert_allclose(
-        load_predictor(best).probabilities(images), load_predictor(specialist_run).probabilities(images), atol=1e-6
-    )

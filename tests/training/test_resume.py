@@ -146,7 +146,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 # Writes of a 4-epoch run, in order: tensors 1-4 are the checkpoints after epochs 1-4, 5 is
-# checkpoints/best.safetensors and 6 model.safetensors; text 1 is config.json, 2 run.json,
+# model.safetensors; text 1 is config.json, 2 run.json,
 # 3 and 4 epochs.jsonl after epochs 1 and 2.
 TEN_MOMENTS = [
     "time:started",  # config written, first epoch under way
@@ -158,9 +158,9 @@ TEN_MOMENTS = [
     # The last checkpoint and epoch 4's log written, the model not yet. A kill timed by
     # polling the log raced the model write (a tiny model's takes milliseconds).
     "text:6:after",
-    "tensors:5:partial",  # inside the write of checkpoints/best.safetensors
-    "tensors:6:before",  # inside the write of model.safetensors
-    "tensors:6:written",  # model.safetensors complete under its temporary name
+    "tensors:4:partial",  # the last epoch's checkpoint half written
+    "tensors:5:before",  # inside the write of model.safetensors
+    "tensors:5:written",  # model.safetensors complete under its temporary name
 ]
 
 
@@ -197,7 +197,7 @@ def test_kill_at_ten_moments_then_resume_gives_identical_weights(
             [sys.executable, "-c", KILLING_CLI, *arguments], env={**os.environ, "KILL_AT": moment}, timeout=300, check=False
         )
         assert killed.returncode == -signal.SIGKILL, f"{moment}: the kill point was never reached"
-    if moment != "tensors:6:written":
+    if moment != "tensors:5:written":
         assert not (run / "model.safetensors").exists()
     if moment == "text:6:after":  # the kill point is the one named
         assert _epochs_done(run) == 4

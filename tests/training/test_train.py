@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from fmnist.errors import RunError
 from fmnist.models import load_model
 from fmnist.training import read_config_file, resolve_config, train
+from fmnist.training.checkpoint import load_training_state
 
 
 def _config(small_config: Path, **overrides):
@@ -23,7 +24,7 @@ def _config(small_config: Path, **overrides):
 def test_a_run_folder_holds_everything(tmp_path: Path, learnable_dir: Path, small_config: Path) -> None:
     result = train(_config(small_config), tmp_path / "run", data=learnable_dir)
     run = tmp_path / "run"
-    for name in ("config.json", "run.json", "epochs.jsonl", "model.safetensors", "checkpoints/last.safetensors", "checkpoints/best.safetensors"):
+    for name in ("config.json", "run.json", "epochs.jsonl", "model.safetensors", "checkpoints/last.safetensors"):
         assert (run / name).is_file(), name
     epochs = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
@@ -44,10 +45,11 @@ def test_the_final_model_is_the_best_validation_epoch(tmp_path: Path, learnable_
     assert result.best_epoch == best["epoch"]
     model = load_model(tmp_path / "run")
     assert model.card.extra["best_epoch"] == best["epoch"]
-    assert torch.equal(
-        load_file(str(tmp_path / "run" / "model.safetensors"))["1.weight"],
-        load_file(str(tmp_path / "run" / "checkpoints" / "best.safetensors"))["1.weight"],
-    )
+    # model.safetensors is the one final model: the best epoch's weights, as the training
+    # state keeps them (there is no second, best-checkpoint model file).
+    state = load_training_state(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    assert torch.equal(load_file(str(tmp_path / "run" / "model.safetensors"))["1.weight"], state.best_model["1.weight"])
+    assert not (tmp_path / "run" / "checkpoints" / "best.safetensors").exists()
 
 
 def test_select_on_val_accuracy_keeps_the_most_accurate_epoch(

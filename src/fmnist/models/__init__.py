@@ -12,13 +12,13 @@ from fmnist.models.registry import (
     register_model,
 )
 from fmnist.models.saved import (
-    MODEL_FILE,
     LoadedModel,
     ModelCard,
     load_model,
     resolve_model_path,
     save_model,
 )
+from fmnist.run import MODEL_FILE
 
 __all__ = [
     "MODEL_FILE",

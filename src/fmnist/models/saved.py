@@ -24,6 +24,7 @@ from fmnist.models.registry import (
     get_spec,
     output_width,
 )
+from fmnist.run import Run
 from fmnist.tensorfile import (
     SAFETENSORS_DTYPES,
     TensorInfo,
@@ -33,7 +34,6 @@ from fmnist.tensorfile import (
 )
 
 MODEL_FORMAT = "fmnist-model/1"
-MODEL_FILE = "model.safetensors"
 
 
 # Bounds of a model card's fields. fmnist's own cards hold 10 class names of < 20
@@ -196,13 +196,7 @@ def resolve_model_path(path: str | Path) -> Path:
     """Accept a run folder (uses its model.safetensors) or a model file."""
     path = Path(path).expanduser()
     if path.is_dir():
-        candidate = path / MODEL_FILE
-        if not candidate.is_file():
-            raise RunError(
-                f"{path}: no {MODEL_FILE} in this run folder (training unfinished?)",
-                f"finish it with `fmnist train --resume {path}`, or pass a model file",
-            )
-        return candidate
+        return Run(path).model_path()  # a folder that holds no run is refused by name
     if not path.exists():
         raise RunError(f"{path}: no such run folder or model file", "check the path")
     return path

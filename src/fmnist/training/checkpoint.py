@@ -30,8 +30,6 @@ from fmnist.tensorfile import (
 )
 
 STATE_FORMAT = "fmnist-training-state/1"
-CHECKPOINT_DIR = "checkpoints"
-LAST = "last.safetensors"
 HISTORY_KEYS = (
     "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_second", "best",
 )

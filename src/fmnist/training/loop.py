@@ -8,14 +8,13 @@ rank 0 writes the run folder.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,8 +29,8 @@ from fmnist.data.classes import NUM_CLASSES
 from fmnist.data.contract import to_model_input
 from fmnist.errors import ConfigError, DiskFullError, FmnistError, RunError
 from fmnist.files import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from fmnist.inference.predictor import TorchPredictor
 from fmnist.models import ModelCard, create_model, save_model
-from fmnist.models.forward import predict_logits
 from fmnist.training import distributed
 from fmnist.training.checkpoint import (
     ExpectedState,
@@ -67,6 +66,12 @@ DATA_INIT_IMAGES = 5000  # training images a data-dependent initialisation may l
 
 class TrainingDiverged(FmnistError):
     """The loss became NaN or infinite."""
+
+
+class StopTraining(Exception):
+    """Raised by a per-epoch callback to end the run after this epoch, as early stopping
+    does: the best epoch so far is kept and the model file written (``fmnist tune``'s time
+    budget and pruner stop trials so)."""
 
 
 @dataclass
@@ -115,17 +120,13 @@ def validate(
     shard = slice(context.rank, None, context.world_size)
     # Validation predicts the way the finished model will (with flip TTA if configured),
     # so the epoch chosen is the one that is best as deployed.
-    logits = predict_logits(
-        model,
-        images[shard],
-        batch_size=config.eval_batch_size,
-        channels_last=config.channels_last,
-        tta_flip=config.tta_flip,
-    )
+    predictor = TorchPredictor.of_module(model, tta_flip=config.tta_flip, channels_last=config.channels_last, check_finite=False)
+    logits = torch.from_numpy(predictor.logits(images[shard].cpu().numpy(), batch_size=config.eval_batch_size))
+    shard_labels = labels[shard].cpu()
     sums = torch.tensor(
         [
-            F.cross_entropy(logits, labels[shard], reduction="sum").item(),
-            (logits.argmax(1) == labels[shard]).sum().item(),
+            F.cross_entropy(logits, shard_labels, reduction="sum").item(),
+            (logits.argmax(1) == shard_labels).sum().item(),
             float(len(logits)),
         ],
         dtype=torch.float64,
@@ -345,7 +346,8 @@ class Trainer:
 
     def fit(self, on_epoch: Callable[[EpochEnd], None] | None = None) -> None:
         """Run epochs until the maximum or early stopping, checkpointing after each."""
-        while self.epochs_done < self.config.epochs and not self.stopper.should_stop:
+        stop_requested = False
+        while self.epochs_done < self.config.epochs and not self.stopper.should_stop and not stop_requested:
             started = time.perf_counter()
             train_loss, train_accuracy, lr = self.train_one_epoch()
             train_seconds = time.perf_counter() - started
@@ -389,7 +391,14 @@ class Trainer:
                 write_epochs_log(self.paths, self.history)
                 log.info(format_epoch(record, self.config.epochs))
                 if on_epoch is not None:
-                    on_epoch(EpochEnd(record=record, model=self.evaluated_model, config=self.config))
+                    try:
+                        on_epoch(EpochEnd(record=record, model=self.evaluated_model, config=self.config))
+                    except StopTraining as stop:
+                        log.info("stopped after epoch %d: %s", self.epochs_done, stop)
+                        stop_requested = True
+            # Only rank 0 runs the callback: every rank learns whether it asked to stop.
+            flag = torch.tensor([float(stop_requested)], dtype=torch.float64)
+            stop_requested = self.context.all_reduce_sum(flag).item() > 0
             self.context.barrier()
 
     def _warn_if_at_chance(self, val_accuracy: float, train_loss: float) -> None:
@@ -447,15 +456,8 @@ class Trainer:
             start = self.config.pretrained or self.config.init_run
             if start is not None:
                 card.extra["initialised_from"] = start_name(start)
-            best_card = card
-            if self.config.specialist is not None:
-                # The base run is stored relative to the folder of the file that names it
-                # (inference.combined resolves it so): one level deeper for checkpoints/.
-                best_card = replace(card, extra=copy.deepcopy(card.extra))
-                best_card.extra["specialist"]["base_run"] = specialist_card(
-                    self.config.specialist, self.config.base_run, run_dir=self.paths.best_checkpoint.parent
-                )[1]["base_run"]
-            save_model(self.paths.best_checkpoint, best, best_card)
+            # The one final model. The best weights during training live in the training
+            # checkpoint (checkpoints/last.safetensors, for resuming); no second model file.
             save_model(self.paths.model, best, card)
         self.context.barrier()
         return best

@@ -1,4 +1,5 @@
-"""The layout of a run folder and the provenance written into it."""
+"""Training's side of the run folder: its lock, its default name and the provenance
+written into it. The layout itself (``RunPaths``) and its readers are fmnist.run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import platform
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,82 +19,9 @@ import torch
 import fmnist
 from fmnist.cpus import available_cpus
 from fmnist.errors import RunError
-from fmnist.files import TEMPORARY_SUFFIX
-from fmnist.training.checkpoint import CHECKPOINT_DIR, LAST
+from fmnist.run import LOCK_FILE, RunPaths, files_of_run_around
 
-LOCK_FILE = ".lock"
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where each artefact of a run lives; one run = one folder."""
-
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"  # the effective, fully resolved config
-
-    @property
-    def provenance(self) -> Path:
-        return self.root / "run.json"  # versions, machine, data source, command
-
-    @property
-    def epochs_log(self) -> Path:
-        return self.root / "epochs.jsonl"  # one JSON object per epoch
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.root / CHECKPOINT_DIR / LAST
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.root / CHECKPOINT_DIR / "best.safetensors"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model.safetensors"  # final weights, self-describing
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.json"  # test-set evaluation
-
-    @property
-    def figures(self) -> Path:
-        return self.root / "figures"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.html"
-
-    @property
-    def calibration(self) -> Path:
-        return self.root / "calibration.json"  # fitted temperature, ECE before and after
-
-    @property
-    def lock(self) -> Path:
-        return self.root / LOCK_FILE  # flock-ed by the process training into the folder
-
-    def files(self) -> list[Path]:
-        """The run's own files, which no command's --out may replace."""
-        return [
-            self.config, self.provenance, self.epochs_log, self.last_checkpoint, self.best_checkpoint,
-            self.model, self.metrics, self.report, self.calibration,
-        ]
-
-    def writable_folders(self) -> list[Path]:
-        """Where training and evaluation write (atomically, via temporary files)."""
-        return [self.root, self.root / CHECKPOINT_DIR, self.figures]
-
-    def is_empty(self) -> bool:
-        """True when the folder does not exist or holds nothing but a lock file and the
-        temporary files of interrupted writes (a run killed before its config was written)."""
-        if not self.root.exists():
-            return True
-        return all(
-            entry.name == LOCK_FILE or (entry.name.startswith(".") and entry.name.endswith(TEMPORARY_SUFFIX))
-            for entry in self.root.iterdir()
-        )
+__all__ = ["LOCK_FILE", "RunPaths", "default_run_dir", "files_of_run_around", "locked", "provenance"]
 
 
 @contextlib.contextmanager
@@ -118,18 +45,6 @@ def locked(paths: RunPaths) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-def files_of_run_around(model: str | os.PathLike[str]) -> list[Path]:
-    """The run files an output must not replace, for a model given as a run folder or
-    as a model file: the file itself and, when it lies in a run folder, the run's files."""
-    path = Path(model).expanduser()
-    folder = path if path.is_dir() else path.parent
-    protected = [path] if not path.is_dir() else []
-    paths = RunPaths(folder)
-    if paths.config.is_file() or paths.model.is_file():
-        protected += paths.files()
-    return protected
 
 
 def default_run_dir(model: str, base: Path = Path("runs")) -> Path:
