@@ -164,16 +164,19 @@ def read_content(path: Path) -> bytes:
     return raw.header + raw.data.tobytes()
 
 
-def read_idx(path: Path, *, kind: str, file_digest: hashlib._Hash | None = None) -> IdxContent:
-    """Read an IDX images (kind="images") or labels (kind="labels") file; ``file_digest``,
-    if given, is fed the file's bytes as read (the parsed-data cache keeps it)."""
+def read_idx(
+    path: Path, *, kind: str, file_digest: hashlib._Hash | None = None, num_classes: int = NUM_CLASSES
+) -> IdxContent:
+    """Read an IDX images (kind="images") or labels (kind="labels") file; labels must be
+    below ``num_classes``. ``file_digest``, if given, is fed the file's bytes as read (the
+    parsed-data cache keeps it)."""
     raw = _read_raw(path, expected_dims=3 if kind == "images" else 1, file_digest=file_digest)
     array = raw.data.reshape(raw.dims)
-    if kind == "labels" and array.size and int(array.max()) >= NUM_CLASSES:
-        index = int(np.argmax(array >= NUM_CLASSES))
+    if kind == "labels" and array.size and int(array.max()) >= num_classes:
+        index = int(np.argmax(array >= num_classes))
         raise DataError(
-            f"{path}: label {int(array[index])} at index {index} is outside 0-{NUM_CLASSES - 1}",
-            "labels must be class numbers 0-9",
+            f"{path}: label {int(array[index])} at index {index} is outside 0-{num_classes - 1}",
+            f"labels must be class numbers 0-{num_classes - 1}, or list more classes in a classes.txt next to the file",
         )
     if array.shape[0] == 0:
         raise DataError(f"{path}: holds no {kind}", "download it again")
@@ -183,11 +186,15 @@ def read_idx(path: Path, *, kind: str, file_digest: hashlib._Hash | None = None)
 
 
 def read_idx_pair(
-    images_path: Path, labels_path: Path, *, file_digests: tuple[hashlib._Hash, hashlib._Hash] | None = None
+    images_path: Path,
+    labels_path: Path,
+    *,
+    file_digests: tuple[hashlib._Hash, hashlib._Hash] | None = None,
+    num_classes: int = NUM_CLASSES,
 ) -> tuple[IdxContent, IdxContent]:
     images_digest, labels_digest = file_digests or (None, None)
     images = read_idx(images_path, kind="images", file_digest=images_digest)
-    labels = read_idx(labels_path, kind="labels", file_digest=labels_digest)
+    labels = read_idx(labels_path, kind="labels", file_digest=labels_digest, num_classes=num_classes)
     if len(images.array) != len(labels.array):
         raise DataError(
             f"{images_path} holds {len(images.array):,} images but {labels_path} holds "

@@ -151,7 +151,7 @@ def _read_options(names: list[str], has_header: bool, **options) -> pa_csv.ReadO
     return pa_csv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0, block_size=BLOCK_BYTES, **options)
 
 
-def _diagnose(path: Path, names: list[str], has_header: bool, error: Exception) -> DataError:
+def _diagnose(path: Path, names: list[str], has_header: bool, error: Exception, num_classes: int = NUM_CLASSES) -> DataError:
     """Find the row and column behind a fast-path failure (slow; runs only on bad files).
 
     It streams the file again block by block and stops at the first bad row, so it needs
@@ -191,7 +191,7 @@ def _diagnose(path: Path, names: list[str], has_header: bool, error: Exception) 
         short = message.splitlines()[0][:120]
         return DataError(f"{path}: not a readable CSV file ({short})", _layout_hint())
     column = names[int(column_match.group(1))]
-    upper = NUM_CLASSES - 1 if column == LABEL_COLUMN else 255
+    upper = num_classes - 1 if column == LABEL_COLUMN else 255
     line = first_data_line
     with _text(path) as stream:
         batches = pa_csv.open_csv(
@@ -211,7 +211,7 @@ def _diagnose(path: Path, names: list[str], has_header: bool, error: Exception) 
                 if not 0 <= int(value) <= upper:
                     return DataError(
                         f"{path}: line {line}, column {column}: {int(value)} is outside 0-{upper}",
-                        "pixels must be 0-255 and labels 0-9",
+                        f"pixels must be 0-255 and labels 0-{num_classes - 1}",
                     )
                 line += 1
     short = message.splitlines()[0][:120]
@@ -262,8 +262,10 @@ def read_kaggle_csv(
     require_labels: bool = True,
     max_rows: int | None = None,
     file_digest: hashlib._Hash | None = None,
+    num_classes: int = NUM_CLASSES,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a Kaggle-layout CSV into uint8 images (N, 28, 28) and int64 labels (N,).
+    """Read a Kaggle-layout CSV into uint8 images (N, 28, 28) and int64 labels (N,) below
+    ``num_classes``.
 
     Rows may come in any order. With ``require_labels=False`` a file without the label
     column is accepted and the labels are returned as None. More than ``max_rows`` rows
@@ -278,7 +280,7 @@ def read_kaggle_csv(
     try:
         pixels, label_bytes = _parse_rows(path, names, has_header, capacity, file_digest)
     except (pa.ArrowInvalid, UnicodeDecodeError) as error:
-        raise _diagnose(path, names, has_header, error) from None
+        raise _diagnose(path, names, has_header, error, num_classes) from None
     except MemoryError:  # pyarrow's ArrowMemoryError is one too
         raise DataError(f"{path}: not enough memory to read this file", "free memory, or use a smaller file") from None
     if len(pixels) == 0:
@@ -287,11 +289,11 @@ def read_kaggle_csv(
     if label_bytes is None:
         return images, None
     labels = label_bytes.astype(np.int64)
-    if labels.max() >= NUM_CLASSES:
-        row = int(np.argmax(labels >= NUM_CLASSES))
+    if labels.max() >= num_classes:
+        row = int(np.argmax(labels >= num_classes))
         raise DataError(
-            f"{path}: line {row + (2 if has_header else 1)}, column label: {labels[row]} is outside 0-{NUM_CLASSES - 1}",
-            "labels must be class numbers 0-9",
+            f"{path}: line {row + (2 if has_header else 1)}, column label: {labels[row]} is outside 0-{num_classes - 1}",
+            f"labels must be class numbers 0-{num_classes - 1}, or list more classes in a classes.txt next to the file",
         )
     return images, labels
 

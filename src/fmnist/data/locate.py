@@ -1,8 +1,11 @@
 """Find the data: --data, then $FMNIST_DATA, the user cache, the system copy, a download.
 
-A folder may hold the original IDX files (gzipped or not) or the Kaggle CSVs; a single
-CSV file may also be named directly. Nothing here parses pixels: it only decides which
-files to read.
+A folder may hold the original IDX files (gzipped or not) or the Kaggle CSVs, or be an
+image folder (train/<class>/*.png, test/<class>/...); a single CSV or .npz file may also be
+named directly. A classes.txt in the folder (next to the file) names the classes; without
+one, IDX and CSV data get Fashion-MNIST's names, an image folder its class folders' names
+and an .npz file "0".."K-1". Nothing here parses pixels: it only decides which files to
+read and what the classes are called.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import platformdirs
 
+from fmnist.data.classes import CLASS_NAMES, CLASSES_FILE, check_class_names, read_classes_file
 from fmnist.data.input_files import (
     kind_of,
     not_regular_error,
@@ -36,7 +40,7 @@ class SplitFiles:
     """The files that hold one split: (images, labels) for IDX, (csv,) for CSV."""
 
     split: str
-    format: str  # "idx" or "csv"
+    format: str  # "idx", "csv", "npz" or "images" (an image folder: paths = (ROOT/split,))
     paths: tuple[Path, ...]
 
 
@@ -47,6 +51,8 @@ class DataSource:
     root: Path
     origin: str  # "--data", "$FMNIST_DATA", "cache", "system" or "download"
     splits: dict[str, SplitFiles] = field(default_factory=dict)
+    class_names: tuple[str, ...] = CLASS_NAMES  # label i is class_names[i]
+    classes_file: Path | None = None  # the classes.txt they were read from, if any
 
     def files(self, split: str) -> SplitFiles:
         if split not in SPLITS:
@@ -116,33 +122,70 @@ def scan_folder(folder: Path) -> dict[str, SplitFiles]:
 
 
 def source_from_path(path: Path, origin: str) -> DataSource:
-    """A DataSource for a user-named folder or CSV file, or a DataError saying what is missing."""
+    """A DataSource for a user-named folder, CSV or .npz file, or a DataError saying what is missing."""
     path = path.expanduser()
     status = stat_input(path)
     if status is None:
         raise DataError(f"{path}: no such file or folder", f"check the path given by {origin}")
     if stat.S_ISREG(status.st_mode):
-        if path.suffix.lower() != ".csv" and not path.name.lower().endswith(".csv.gz"):
-            raise DataError(
-                f"{path}: a single file must be a Kaggle-layout CSV",
-                "name a folder holding the IDX files, or a .csv file",
-            )
-        files = {split: SplitFiles(split, "csv", (path,)) for split in SPLITS}
-        return DataSource(root=path, origin=origin, splits=files)
+        return _with_classes(DataSource(root=path, origin=origin, splits=_file_splits(path)), path.parent)
     if not stat.S_ISDIR(status.st_mode):
         raise DataError(
             f"{path}: not a folder or a regular file but a {kind_of(status.st_mode)}",
-            "name a folder holding the data files, or a .csv file; pipes and devices are not read",
+            "name a folder holding the data files, or a .csv or .npz file; pipes and devices are not read",
         )
     # Only search permission is needed (the files are looked up by name); without it the
     # first lookup is a one-line "permission denied".
     splits = scan_folder(path)
     if not splits:
-        raise DataError(
-            f"{path}: nothing usable in this folder",
-            f"expected {expected_names('train')}; and/or {expected_names('test')}",
-        )
-    return DataSource(root=path, origin=origin, splits=splits)
+        from fmnist.data.image_folder import is_image_folder
+
+        if is_image_folder(path):
+            found = [split for split in SPLITS if (path / split).is_dir()]
+            splits = {split: SplitFiles(split, "images", (path / split,)) for split in found}
+        else:
+            raise DataError(
+                f"{path}: nothing usable in this folder",
+                f"expected {expected_names('train')}; and/or {expected_names('test')}; "
+                "or an image folder (train/<class>/*.png, test/<class>/*.png)",
+            )
+    return _with_classes(DataSource(root=path, origin=origin, splits=splits), path)
+
+
+def _file_splits(path: Path) -> dict[str, SplitFiles]:
+    name = path.name.lower()
+    if name.endswith(".npz"):
+        from fmnist.data.npz import npz_splits
+
+        return {split: SplitFiles(split, "npz", (path,)) for split in npz_splits(path)}
+    if name.endswith((".csv", ".csv.gz")):
+        return {split: SplitFiles(split, "csv", (path,)) for split in SPLITS}
+    raise DataError(
+        f"{path}: a single file must be a Kaggle-layout CSV or an .npz file (x_train, y_train, x_test, y_test)",
+        "name a folder holding the IDX files or an image folder, or a .csv or .npz file",
+    )
+
+
+def _with_classes(source: DataSource, folder: Path) -> DataSource:
+    """``source`` with its class names: from ``folder``/classes.txt, else by the format's default."""
+    classes_file = folder / CLASSES_FILE
+    status = stat_input(classes_file)
+    if status is not None:
+        if not stat.S_ISREG(status.st_mode):
+            raise not_regular_error(classes_file, status.st_mode)
+        return replace(source, class_names=read_classes_file(classes_file), classes_file=classes_file)
+    formats = {files.format for files in source.splits.values()}
+    if "images" in formats:
+        from fmnist.data.image_folder import folder_class_names
+
+        return replace(source, class_names=folder_class_names(source.root, list(source.splits)))
+    if "npz" in formats:
+        from fmnist.data.npz import read_npz_labels
+
+        highest = max(int(labels.max()) for labels in read_npz_labels(source.root).values())
+        names = check_class_names([str(label) for label in range(highest + 1)], f"{source.root} (labels 0-{highest}, no {CLASSES_FILE})")
+        return replace(source, class_names=names)
+    return source
 
 
 def find_existing_source(data: str | os.PathLike[str] | None = None) -> DataSource | None:
