@@ -23,6 +23,8 @@ OPTIONAL_MODULES = (
     "onnx", "onnxruntime", "onnxscript",  # export
     "fastapi", "starlette", "uvicorn", "httptools", "uvloop", "multipart", "python_multipart",  # serve
     "prometheus_client",
+    "tensorboard",  # tensorboard
+    "mlflow",  # mlflow
 )
 
 

@@ -22,6 +22,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "uvicorn", "python_multipart", "prometheus_client"),
     "export": ("onnx", "onnxruntime"),
     "analysis": ("cleanlab",),
+    "tensorboard": ("tensorboard",),
+    "mlflow": ("mlflow",),
 }
 
 _noted: set[tuple[str, str]] = set()

@@ -52,10 +52,15 @@ GATED = [
     (["export", "{run}", "--format", "onnx", "--int8", "--out", "{tmp}/m.onnx"], "needs the export extra", "fmnist[export]"),
     (["predict", "{run}", "{tmp}", "--backend", "onnxruntime"], "needs the export extra", "fmnist[export]"),
     (["analyze", "{run}"], "likely-label-error search of fmnist analyze needs the analysis extra", "--label-issues 0"),
+    (["train", "--log", "tensorboard", "--out", "{tmp}/m"], "fmnist train --log tensorboard needs the tensorboard extra", "fmnist[tensorboard]"),
+    (["train", "--log", "mlflow", "--out", "{tmp}/m"], "fmnist train --log mlflow needs the mlflow extra", "fmnist[mlflow]"),
 ]
 
 
-GATED_IDS = ["serve", "serve-workers", "serve-onnxruntime", "export-onnx", "export-int8", "predict-onnxruntime", "analyze"]
+GATED_IDS = [
+    "serve", "serve-workers", "serve-onnxruntime", "export-onnx", "export-int8", "predict-onnxruntime", "analyze",
+    "train-tensorboard", "train-mlflow",
+]
 
 
 @pytest.mark.parametrize(("args", "fragment", "hint"), GATED, ids=GATED_IDS)
@@ -67,6 +72,7 @@ def test_commands_that_need_an_extra_refuse_in_one_line(core_run: Path, tmp_path
     line = result.error_line(fragment, hint)
     assert line.startswith("fmnist: error: ")
     assert not (tmp_path / "m.onnx").exists()
+    assert not (tmp_path / "m").exists()  # a refused --log trains nothing
 
 
 def test_the_report_without_cleanlab_says_which_extra_it_needs(core_run: Path, monkeypatch, caplog):

@@ -105,6 +105,7 @@ def evaluate_and_report(run_dir: Path, data: str | None) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fmnist.cli.analysis import calibrate_and_print
+    from fmnist.tracking import open_trackers, parse_log_targets
     from fmnist.training import (
         default_run_dir,
         read_config_file,
@@ -124,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{', '.join(given)} cannot be combined with --resume",
                 "a resumed run keeps the settings it started with (its config.json)",
             )
-        result = resume(Path(args.resume), data=args.data, progress=progress_enabled(args))
+        run_dir = Path(args.resume)
     else:
         if bool(args.specialist) != bool(args.base):
             raise ConfigError(
@@ -137,20 +138,28 @@ def cmd_train(args: argparse.Namespace) -> int:
             config = dataclasses.replace(config, model_args={**config.model_args, "image_size": args.image_size})
             config.validate()
         run_dir = Path(args.out) if args.out else default_run_dir(config.model)
-        result = train(config, run_dir, data=args.data, progress=progress_enabled(args))
-    if not result.is_main:
-        return 0  # under torchrun, rank 0 alone reports and evaluates
-    stopped = "early stopping" if result.stopped_early else "the epoch limit"
-    print(
-        f"trained {len(result.history)} epochs (stopped by {stopped}); best epoch {result.best_epoch}: "
-        f"{result.run_dir / 'model.safetensors'}"
-    )
-    if not result.config.full:
-        # Temperature scaling on the validation split, so evaluation, predict and serve
-        # return calibrated probabilities (a --full run has no validation split to fit on).
-        calibrate_and_print(result.run_dir, args.data)
-    if not args.no_eval:
-        evaluate_and_report(result.run_dir, args.data)
+    # Opened before training, so a missing extra or an unusable store is refused first.
+    with open_trackers(parse_log_targets(args.log), run_dir) as trackers:
+        on_epoch = trackers or None
+        if args.resume:
+            result = resume(run_dir, data=args.data, progress=progress_enabled(args), on_epoch=on_epoch)
+        else:
+            result = train(config, run_dir, data=args.data, progress=progress_enabled(args), on_epoch=on_epoch)
+        if not result.is_main:
+            return 0  # under torchrun, rank 0 alone reports and evaluates
+        stopped = "early stopping" if result.stopped_early else "the epoch limit"
+        print(
+            f"trained {len(result.history)} epochs (stopped by {stopped}); best epoch {result.best_epoch}: "
+            f"{result.run_dir / 'model.safetensors'}"
+        )
+        calibration = metrics = None
+        if not result.config.full:
+            # Temperature scaling on the validation split, so evaluation, predict and serve
+            # return calibrated probabilities (a --full run has no validation split to fit on).
+            calibration = calibrate_and_print(result.run_dir, args.data)
+        if not args.no_eval:
+            metrics = evaluate_and_report(result.run_dir, args.data)
+        trackers.finished(metrics=metrics, calibration=calibration)
     return 0
 
 
@@ -222,6 +231,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     transfer.add_argument("--specialist", metavar="GROUP", help="train only on a group of confusable classes: tops")
     transfer.add_argument("--base", metavar="RUN_DIR", help="the main run a --specialist refines")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    train.add_argument(
+        "--log",
+        action="append",
+        metavar="TRACKER",
+        help="also log to tensorboard (RUN/tensorboard) and/or mlflow ($MLFLOW_TRACKING_URI, else ./mlruns); repeat or comma-separate",
+    )
     train.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation and report")
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     train.set_defaults(handler=cmd_train)
