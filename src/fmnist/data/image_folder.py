@@ -72,6 +72,7 @@ def image_files(split_folder: Path, class_names: tuple[str, ...]) -> list[tuple[
     """Every image file of the split with its label; refuses a class folder that is not in
     ``class_names``, an empty class folder and non-image files."""
     found: list[tuple[Path, int]] = []
+    ranks: dict[Path, int] = {}  # a file's place within its class folder's sorted files
     for name in class_folders(split_folder):
         if name not in class_names:
             raise DataError(
@@ -82,8 +83,12 @@ def image_files(split_folder: Path, class_names: tuple[str, ...]) -> list[tuple[
         if not files:
             raise DataError(f"{split_folder / name}: an empty class folder (no images)", "add images or remove the folder")
         found.extend((path, class_names.index(name)) for path in files)
+        ranks.update((path, rank) for rank, path in enumerate(files))
         if len(found) > max_images():
             raise DataError(f"{split_folder}: more than {max_images():,} images", RAISE_HINT)
+    # Interleaved by class (the first file of each class, then the second, ...), so that the
+    # first N images (a --subset run) hold every class, as in the shuffled IDX files.
+    found.sort(key=lambda item: (ranks[item[0]], item[1]))
     return found
 
 
@@ -130,7 +135,7 @@ def _read_image(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
 
 
 def read_image_split(split_folder: Path, class_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, list[Path]]:
-    """uint8 images (N, 28, 28), int64 labels (N,) and the files, in sorted class and file order."""
+    """uint8 images (N, 28, 28), int64 labels (N,) and the files, classes interleaved (see image_files)."""
     files = image_files(split_folder, class_names)
     images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     labels = np.array([label for _, label in files], dtype=np.int64)

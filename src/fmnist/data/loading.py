@@ -55,6 +55,17 @@ class Split:
     def class_counts(self) -> list[int]:
         return np.bincount(self.labels, minlength=len(self.class_names)).tolist()
 
+    def check_classes(self, class_names: list[str] | tuple[str, ...], model: object) -> None:
+        """Refuse to score ``model`` (a name or path, for the message), whose outputs are
+        ``class_names``, on this split when its data names other classes."""
+        if tuple(class_names) == self.class_names:
+            return
+        raise DataError(
+            f"{model}: the model predicts {len(class_names)} classes ({_shown(class_names)}) but "
+            f"{self.source.root} has {len(self.class_names)} ({_shown(self.class_names)})",
+            "use data with the model's classes, in the same order (e.g. the same classes.txt or class folders)",
+        )
+
     def describe(self) -> dict:
         """Where the split came from, for run.json and metrics.json: the source kind and
         path, the content digest of its arrays and the class names."""
@@ -68,6 +79,10 @@ class Split:
             "class_names": list(self.class_names),
             "classes_file": None if self.source.classes_file is None else str(self.source.classes_file),
         }
+
+
+def _shown(names: list[str] | tuple[str, ...]) -> str:
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
 
 
 def locate_data(
