@@ -52,7 +52,7 @@ def test_a_run_folder_follows_the_umask(tmp_path: Path, learnable_dir: Path, sma
     train(config, run, data=learnable_dir)
     assert main(["evaluate", str(run), "--data", str(learnable_dir)]) == 0
     names = [
-        "model.safetensors", "checkpoints/last.safetensors", "checkpoints/best.safetensors",
+        "model.safetensors", "checkpoints/last.safetensors", "test_predictions.npz",
         "metrics.json", "report.html", "config.json", "run.json", "epochs.jsonl",
     ]
     figures = sorted((run / "figures").glob("*.png"))

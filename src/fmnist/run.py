@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import html
 import io
 import json
@@ -343,6 +344,17 @@ class ModelFingerprint:
             return False
 
 
+def arrays_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """SHA-256 of test images and labels in their order (shapes and dtypes included).
+    Unlike the data's content digest, which ignores order, it changes when the images are
+    reordered, which would misalign stored per-image predictions."""
+    digest = hashlib.sha256()
+    for array in (np.ascontiguousarray(images), np.ascontiguousarray(labels)):
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
 @dataclass
 class TestPredictions:
     """The test-set output of an evaluation, stored in test_predictions.npz (plain arrays,
@@ -353,7 +365,7 @@ class TestPredictions:
     probabilities: np.ndarray  # float32 (N, C), calibrated, rows sum to 1
     labels: np.ndarray  # int64 (N,)
     class_names: list[str]
-    data_digest: str  # content digest of the test split predicted on
+    data_digest: str  # arrays_digest of the test images and labels predicted on
     models: list[ModelFingerprint]  # every model file the probabilities depend on
     tta_flip: bool | None  # as requested: None = each model's own setting
     model: str = ""  # the model's registry name (what metrics.json calls "model")

@@ -15,9 +15,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from fmnist.data import Split, load
 from fmnist.errors import RunError
-from fmnist.evaluation.evaluate import evaluate_run
+from fmnist.evaluation.evaluate import run_test_predictions
 from fmnist.evaluation.predictions import Predictions
+from fmnist.models import resolve_model_path
 
 
 @dataclass(frozen=True)
@@ -152,15 +154,22 @@ class Comparison:
         }
 
 
-def run_predictions(run: str | os.PathLike[str], data: str | os.PathLike[str] | None = None) -> Predictions:
+def run_predictions(
+    run: str | os.PathLike[str], data: str | os.PathLike[str] | None = None, *, test: Split | None = None
+) -> Predictions:
     """A run's test predictions exactly as `fmnist evaluate` computes them (a run whose
-    evaluation combines several models is compared through that combination)."""
-    predictions, _ = evaluate_run(run, data, write=False)
-    return predictions
+    evaluation combines several models is compared through that combination): those its
+    evaluation stored when the test images and the model are unchanged, else made now."""
+    return run_test_predictions(run, data, test=test).predictions
 
 
 def compare_runs(
     run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], data: str | os.PathLike[str] | None = None
 ) -> Comparison:
-    """Predict once with each run on the same test split and compare."""
-    return Comparison(run_predictions(run_a, data), run_predictions(run_b, data), name_a=str(run_a), name_b=str(run_b))
+    """Compare two runs on the same test split (each run's stored predictions when current)."""
+    for run in (run_a, run_b):
+        resolve_model_path(run)  # refuse a bad path before loading the data
+    test = load("test", data)
+    return Comparison(
+        run_predictions(run_a, test=test), run_predictions(run_b, test=test), name_a=str(run_a), name_b=str(run_b)
+    )

@@ -1,21 +1,28 @@
-"""Evaluate a run on the test split and write its metrics.json."""
+"""Evaluate a run on the test split: its metrics.json, and its test predictions stored for
+the views that follow (compare, ensemble, analyze)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
-from fmnist.data import load
+from fmnist.data import Split, load
+from fmnist.errors import RunError
 from fmnist.evaluation.calibration import calibration_summary
 from fmnist.evaluation.predictions import Predictions, predict
 from fmnist.evaluation.specialist import (
+    load_base,
     predict_with_specialist,
     specialist_effect,
     specialist_info,
 )
-from fmnist.files import atomic_write_json
-from fmnist.models import load_model, resolve_model_path
+from fmnist.models import LoadedModel, load_model, resolve_model_path
+from fmnist.run import ModelFingerprint, Run, TestPredictions, arrays_digest
+
+log = logging.getLogger(__name__)
 
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -47,43 +54,109 @@ def evaluate_run(
     *,
     write: bool = True,
     tta_flip: bool | None = None,
+    test: Split | None = None,
 ) -> tuple[Predictions, dict]:
     """Evaluate a run folder's (or model file's) model on a test split.
 
-    ``data`` may point at the user's own test data in either format. With ``write``
-    the metrics go to metrics.json in the run folder.
+    ``data`` may point at the user's own test data in either format (or pass the loaded
+    ``test`` split). With ``write`` the metrics go to metrics.json in the run folder and
+    the test probabilities to test_predictions.npz, which compare, ensemble and analyze
+    read instead of predicting again.
     """
     model = load_model(run)
-    test = load("test", data)
-    extra: dict = {}
-    temperature = model.card.temperature
-    if specialist_info(model) is not None:
-        # A specialist is evaluated as it is used: refining its base run's predictions
-        # (each model with its own temperature already), with the base alone for comparison.
-        predictions, base = predict_with_specialist(model, test.images, test.labels, tta_flip=tta_flip)
-        extra["specialist"] = specialist_effect(base, predictions, specialist_info(model)["classes"])
-        temperature = 1.0
-    else:
-        predictions = predict(model, test.images, test.labels, tta_flip=tta_flip)
+    test = test if test is not None else load("test", data)
+    predictions, extra, temperature, model_files = _predict_test(model, test, tta_flip)
     document = metrics_document(
         predictions,
         extra={
             "model": model.card.model,
             "model_file": str(model.path),
             "tta_flip": model.card.tta_flip if tta_flip is None else tta_flip,
-            "data": {
-                "root": str(test.source.root),
-                "origin": test.source.origin,
-                "format": test.files.format,
-                "official": test.official,
-                "content_digest": test.content_digest,
-            },
+            "data": test.describe(),
             # Before/after the stored temperature (fitted on validation; 1 = not calibrated).
             "calibration": calibration_summary(predictions.logits, predictions.labels, temperature),
             **extra,
         },
     )
     if write:
-        run_dir = Path(run) if Path(run).is_dir() else resolve_model_path(run).parent
-        atomic_write_json(run_dir / "metrics.json", document)
+        folder = Run.of_model(run)
+        folder.write_test_predictions(
+            TestPredictions(
+                probabilities=predictions.probabilities,
+                labels=predictions.labels,
+                logits=predictions.logits,
+                class_names=list(predictions.class_names),
+                data_digest=arrays_digest(test.images, test.labels),
+                models=[ModelFingerprint.of(path) for path in model_files],
+                tta_flip=tta_flip,
+                model=model.card.model,
+            )
+        )
+        folder.write_metrics(document)
     return predictions, document
+
+
+def _predict_test(
+    model: LoadedModel, test: Split, tta_flip: bool | None
+) -> tuple[Predictions, dict, float, list[Path]]:
+    """(predictions, extra metrics, the temperature of the logits, the model files the
+    probabilities depend on) for ``model`` on ``test``."""
+    info = specialist_info(model)
+    if info is None:
+        predictions = predict(model, test.images, test.labels, tta_flip=tta_flip)
+        return predictions, {}, model.card.temperature, [model.path]
+    # A specialist is evaluated as it is used: refining its base run's predictions (each
+    # model with its own temperature already), with the base alone for comparison.
+    base = load_base(model)
+    predictions, base_predictions = predict_with_specialist(model, test.images, test.labels, base=base, tta_flip=tta_flip)
+    extra = {"specialist": specialist_effect(base_predictions, predictions, info["classes"])}
+    return predictions, extra, 1.0, [model.path, base.path]
+
+
+class RunTestPredictions(NamedTuple):
+    predictions: Predictions
+    model: str  # the registry name of the run's model
+    model_file: Path
+    reused: bool  # read from the run's test_predictions.npz rather than predicted now
+
+
+def run_test_predictions(
+    run: str | os.PathLike[str],
+    data: str | os.PathLike[str] | None = None,
+    *,
+    test: Split | None = None,
+    tta_flip: bool | None = None,
+) -> RunTestPredictions:
+    """A run's test predictions exactly as `fmnist evaluate` makes them (a specialist run
+    through its combination with the base). Read from the run when its last evaluation
+    stored them for these very test images and an unchanged model file; predicted again
+    (and not stored) otherwise."""
+    model_file = resolve_model_path(run)
+    test = test if test is not None else load("test", data)
+    stored = _stored_predictions(model_file, test, tta_flip)
+    if stored is not None:
+        predictions = Predictions(
+            probabilities=stored.probabilities,
+            labels=test.labels,
+            images=test.images,
+            class_names=stored.class_names,
+            logits=stored.logits,
+        )
+        return RunTestPredictions(predictions, stored.model, model_file, reused=True)
+    model = load_model(model_file)
+    predictions, _, _, _ = _predict_test(model, test, tta_flip)
+    return RunTestPredictions(predictions, model.card.model, model_file, reused=False)
+
+
+def _stored_predictions(model_file: Path, test: Split, tta_flip: bool | None) -> TestPredictions | None:
+    try:
+        stored = Run.create(model_file.parent).test_predictions()
+    except RunError as error:  # a damaged file is ignored: the predictions are made again
+        log.warning("%s; predicting the test set again", error)
+        return None
+    if stored is None or stored.models[0].path != str(model_file.resolve()):
+        return None
+    if not stored.is_current(arrays_digest(test.images, test.labels), tta_flip=tta_flip):
+        return None
+    return stored
+
