@@ -68,3 +68,20 @@ def test_comparison_refuses_different_test_images():
         Comparison(a, one_hot_predictions(np.array([1, 1]), np.array([0, 1])))
     with pytest.raises(RunError, match="not on the same test images"):
         Comparison(a, one_hot_predictions(np.array([0, 1, 2]), np.array([0, 1, 2])))
+
+
+def test_holm_adjusted_p_values_by_hand_and_by_the_definition():
+    from fmnist.evaluation.compare_many import holm_adjusted
+
+    # Sorted: 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> raised to 0.06.
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjusted([0.2]) == [0.2] and holm_adjusted([]) == []
+    assert holm_adjusted([0.5, 0.6, 0.7]) == [1.0, 1.0, 1.0]
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 0.2, size=10) ** 2
+    # Holm's definition, written independently: adjusted p(i) = max_{j <= i} min(1, (m - j + 1) p(j)).
+    ranked = sorted(range(len(p)), key=lambda index: p[index])
+    expected = [0.0] * len(p)
+    for position, index in enumerate(ranked):
+        expected[index] = max(min(1.0, (len(p) - j) * p[ranked[j]]) for j in range(position + 1))
+    assert holm_adjusted(p) == pytest.approx(expected)

@@ -126,10 +126,43 @@ def _comparison_text(document: dict) -> str:
     return "\n".join(lines)
 
 
+def _many_comparison_text(document: dict) -> str:
+    width = max(len(row["run"]) for row in document["runs"])
+    lines = [f"test accuracy on {document['test_images']:,} images (95% CI, {document['ci_method']}):"]
+    for number, row in enumerate(document["runs"], start=1):
+        low, high = row["accuracy_ci95"]
+        lines.append(f"  {number}  {row['run']:<{width}}  {row['accuracy']:7.2%}  [{low:.2%}, {high:.2%}]")
+    number_of = {row["run"]: number for number, row in enumerate(document["runs"], start=1)}
+    lines += ["", f"pairwise exact McNemar tests, p-values {document['correction']} adjusted (p_holm):"]
+    lines.append(f"  {'pair':<6} {'B - A':>7} {'only A':>7} {'only B':>7} {'p':>9} {'p_holm':>9}")
+    for pair in document["pairwise"]:
+        mark = "  *" if pair["different"] else ""
+        lines.append(
+            f"  {number_of[pair['a']]}-{number_of[pair['b']]:<4} {pair['accuracy_delta']:+7.2%} {pair['only_a_correct']:>7} "
+            f"{pair['only_b_correct']:>7} {pair['p_value']:>9.3g} {pair['p_holm']:>9.3g}{mark}"
+        )
+    lines += ["", f"note: {document['note']}; * marks p_holm < {document['level']:g}"]
+    return "\n".join(lines)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
+    from fmnist.errors import ConfigError
     from fmnist.evaluation.compare import compare_runs
 
-    comparison = compare_runs(Path(args.run_a), Path(args.run_b), args.data)
+    if len(args.runs) < 2:
+        raise ConfigError("fmnist compare needs at least two runs", "pass RUN_A RUN_B [RUN ...]")
+    if len(args.runs) > 2:
+        from fmnist.evaluation.compare_many import compare_many_runs
+
+        if args.gallery:
+            raise ConfigError("--gallery draws what changed between two runs", "pass exactly two runs with --gallery")
+        many = compare_many_runs([Path(run) for run in args.runs], args.data).to_dict()
+        if args.format == "json":
+            _print_json(many)
+        else:
+            print(_many_comparison_text(many))
+        return 0
+    comparison = compare_runs(Path(args.runs[0]), Path(args.runs[1]), args.data)
     document = comparison.to_dict()
     if args.gallery:
         from fmnist.files import atomic_write_bytes
@@ -222,7 +255,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     analyze = commands.add_parser("analyze", help="where a run errs: confusions, per-class accuracy, top losses, likely label errors")
     analyze.add_argument("run", metavar="RUN_DIR")
-    analyze.add_argument("--data", metavar="PATH", help="test (and training) data: a folder in either format, or a CSV file")
+    analyze.add_argument("--data", metavar="PATH", help="test (and training) data: an IDX/CSV folder, an image folder, or a .csv/.npz file")
     analyze.add_argument("--min-count", type=positive_int, default=5, metavar="N", help="list confused pairs with at least N errors (default 5)")
     analyze.add_argument("--top-losses", type=positive_int, default=10, metavar="K", help="most confidently wrong images to list (default 10)")
     analyze.add_argument("--neighbours", type=non_negative_int, default=5, metavar="K",
