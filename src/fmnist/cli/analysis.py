@@ -266,9 +266,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     analyze.add_argument("--format", choices=["text", "json"], default="text")
     analyze.set_defaults(handler=cmd_analyze)
 
-    compare = commands.add_parser("compare", help="compare two runs on the same test images (McNemar's test, per-class deltas)")
-    compare.add_argument("run_a", metavar="RUN_A")
-    compare.add_argument("run_b", metavar="RUN_B")
+    compare = commands.add_parser(
+        "compare",
+        help="compare runs on the same test images: two in detail (McNemar's test, per-class deltas), "
+        "or N with every pair's McNemar test, Holm-Bonferroni adjusted",
+    )
+    compare.add_argument("runs", metavar="RUN", nargs="+", help="two or more run folders or model files")
     compare.add_argument("--data", metavar="PATH", help="test data: a folder in either format, or a CSV file")
     compare.add_argument("--gallery", metavar="FILE.png", help="also draw the images whose prediction changed")
     compare.add_argument("--format", choices=["text", "json"], default="text")
