@@ -229,3 +229,14 @@ def test_bad_own_data_is_one_line_from_the_cli(tmp_path: Path, run_fmnist) -> No
     root = tmp_path / "data"
     _non_image(root)
     run_fmnist("data", "info", "--data", str(root), "--no-download").error_line("notes.txt: not an image file")
+
+
+def test_an_image_folder_exported_as_csv_keeps_its_content_and_names(tmp_path: Path) -> None:
+    from fmnist.data.export_csv import export_csv
+
+    root = write_image_folder(tmp_path / "shapes", per_class={"train": 4, "test": 2})
+    export_csv(locate_data(root), tmp_path / "csv")
+    assert (tmp_path / "csv" / "classes.txt").read_text() == "circle\ncross\nsquare\n"
+    for split in ("train", "test"):
+        original, exported = load(split, root), load(split, tmp_path / "csv")
+        assert exported.class_names == SHAPES and exported.content_digest == original.content_digest

@@ -17,6 +17,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(description, indent=2))
         return 0
     print(f"source   {description['root']}  ({description['origin_text']})")
+    names = description["class_names"]
+    named_by = f" (from {description['classes_file']})" if description["classes_file"] else ""
+    print(f"classes  {len(names)}: {', '.join(names[:10])}{', ...' if len(names) > 10 else ''}{named_by}")
     for split, info in description["splits"].items():
         if info is None:
             print(f"{split:<8} not present")
@@ -59,7 +62,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     actions = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser)
     actions.required = True
     info = actions.add_parser("info", help="where the data comes from, counts, class balance, checksums")
-    info.add_argument("--data", metavar="PATH", help="folder with IDX files or Kaggle CSVs (default: search)")
+    info.add_argument("--data", metavar="PATH", help="IDX/CSV folder, image folder (train/<class>/*.png, test/<class>/...) or a .csv/.npz file; a classes.txt next to it names the classes (default: search)")
     info.add_argument("--format", choices=["text", "json"], default="text")
     info.add_argument("--no-download", action="store_true", help="fail instead of downloading when no copy is found")
     info.set_defaults(handler=cmd_info)

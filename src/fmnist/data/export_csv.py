@@ -1,19 +1,21 @@
-"""Write the data as Kaggle-layout CSVs."""
+"""Write the data as Kaggle-layout CSVs (and a classes.txt when the classes are not Fashion-MNIST's)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from fmnist.data.classes import CLASSES_FILE, is_fashion
 from fmnist.data.kaggle_csv import write_kaggle_csv
 from fmnist.data.loading import load
 from fmnist.data.locate import DataSource
-from fmnist.files import atomic_path
+from fmnist.files import atomic_path, atomic_write_text
 
 CSV_NAMES = {"train": "fashion-mnist_train.csv", "test": "fashion-mnist_test.csv"}
 
 
 def export_csv(source: DataSource, folder: Path) -> list[Path]:
-    """Write fashion-mnist_train.csv and fashion-mnist_test.csv into ``folder``."""
+    """Write fashion-mnist_train.csv and fashion-mnist_test.csv into ``folder``, and the
+    class names as classes.txt unless they are Fashion-MNIST's."""
     written = []
     for split, name in CSV_NAMES.items():
         loaded = load(split, source=source)
@@ -21,4 +23,7 @@ def export_csv(source: DataSource, folder: Path) -> list[Path]:
         with atomic_path(target) as tmp:
             write_kaggle_csv(tmp, loaded.images, loaded.labels)
         written.append(target)
+    if not is_fashion(source.class_names):
+        atomic_write_text(folder / CLASSES_FILE, "".join(f"{name}\n" for name in source.class_names))
+        written.append(folder / CLASSES_FILE)
     return written
