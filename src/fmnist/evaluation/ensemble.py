@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from pathlib import Path
 
@@ -10,18 +10,25 @@ import numpy as np
 
 from fmnist.data import load
 from fmnist.errors import RunError
-from fmnist.evaluation.evaluate import metrics_document
-from fmnist.evaluation.predictions import Predictions, predict
-from fmnist.models import load_model, resolve_model_path
+from fmnist.evaluation.evaluate import metrics_document, run_test_predictions
+from fmnist.evaluation.predictions import Predictions
+from fmnist.models import resolve_model_path
+from fmnist.run import Run
+
+log = logging.getLogger(__name__)
 
 
 def _train_seconds(model_file: Path) -> float | None:
-    """Total training time recorded in the run folder beside a model file, if any."""
-    log = model_file.parent / "epochs.jsonl"
-    try:
-        return sum(json.loads(line)["seconds"] for line in log.read_text().splitlines() if line.strip())
-    except (OSError, json.JSONDecodeError, KeyError):
+    """Total training time recorded in the run folder of a model file; None for a model
+    file outside a run, or a run whose epoch log is unreadable (said in a warning)."""
+    if not Run.is_run(model_file.parent):
         return None
+    try:
+        history = Run(model_file.parent).history()
+    except RunError as error:
+        log.warning("ensemble: training time unknown (%s)", error)
+        return None
+    return sum(record.seconds for record in history) if history else None
 
 
 def evaluate_ensemble(
@@ -41,18 +48,20 @@ def evaluate_ensemble(
     members, probabilities = [], []
     class_names: list[str] | None = None
     for model_file in model_files:
-        model = load_model(model_file)
-        if class_names is not None and model.card.class_names != class_names:
-            raise RunError(f"{model.path}: its classes differ from the other members'", "ensemble models of one dataset")
-        class_names = model.card.class_names
-        member = predict(model, test.images, test.labels, tta_flip=tta_flip)
-        probabilities.append(member.probabilities)
+        # Each member's test predictions as `fmnist evaluate` makes them (a specialist run
+        # combined with its base): those its evaluation stored when current, else made now.
+        member = run_test_predictions(model_file, test=test, tta_flip=tta_flip)
+        if class_names is not None and member.predictions.class_names != class_names:
+            raise RunError(f"{model_file}: its classes differ from the other members'", "ensemble models of one dataset")
+        class_names = member.predictions.class_names
+        test.check_classes(class_names, model_file)
+        probabilities.append(member.predictions.probabilities)
         members.append(
             {
-                "model_file": str(model.path),
-                "model": model.card.model,
-                "test_accuracy": member.accuracy(),
-                "train_seconds": _train_seconds(model.path),
+                "model_file": str(model_file),
+                "model": member.model,
+                "test_accuracy": member.predictions.accuracy(),
+                "train_seconds": _train_seconds(model_file),
             }
         )
     averaged = Predictions(
@@ -72,12 +81,7 @@ def evaluate_ensemble(
                 "total_train_seconds": sum(seconds) if all(s is not None for s in seconds) else None,
             },
             "tta_flip": tta_flip,
-            "data": {
-                "root": str(test.source.root),
-                "origin": test.source.origin,
-                "format": test.files.format,
-                "official": test.official,
-            },
+            "data": test.describe(),
         },
     )
     return averaged, document
