@@ -17,9 +17,6 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(description, indent=2))
         return 0
     print(f"source   {description['root']}  ({description['origin_text']})")
-    names = description["class_names"]
-    named_by = f" (from {description['classes_file']})" if description["classes_file"] else ""
-    print(f"classes  {len(names)}: {', '.join(names[:10])}{', ...' if len(names) > 10 else ''}{named_by}")
     for split, info in description["splits"].items():
         if info is None:
             print(f"{split:<8} not present")
@@ -34,6 +31,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"{'':<8} checksum: {status} (content digest {info['content_digest'][:16]}...)")
         balance = ", ".join(f"{name} {count:,}" for name, count in info["class_counts"].items())
         print(f"{'':<8} classes: {balance}")
+    names = description["class_names"]
+    named_by = f" (from {description['classes_file']})" if description["classes_file"] else ""
+    print(f"classes  {len(names)}: {', '.join(names[:10])}{', ...' if len(names) > 10 else ''}{named_by}")
     return 0
 
 
