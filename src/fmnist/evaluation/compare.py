@@ -76,6 +76,16 @@ class Comparison:
                 "compare models of one dataset (a specialist is compared through its combined predictor)",
             )
 
+    def __repr__(self) -> str:  # a summary, not the arrays
+        from fmnist.reports.notebook import comparison_summary
+
+        return comparison_summary(self)
+
+    def _repr_html_(self) -> str:  # Jupyter
+        from fmnist.reports.notebook import comparison_html
+
+        return comparison_html(self)
+
     @property
     def class_names(self) -> list[str]:
         return self.a.class_names

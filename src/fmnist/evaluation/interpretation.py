@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from fmnist.models.forward import predict_logits
 from torch import nn
 
 from fmnist import extras
@@ -22,7 +24,9 @@ from fmnist.data import Split, load
 from fmnist.errors import RunError
 from fmnist.evaluation.predictions import Predictions, bootstrap_ci, predict
 from fmnist.models import LoadedModel, load_model
-from fmnist.models.forward import predict_logits
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # The four upper-body garments the original analysis found most confusable.
 TOPS = ("T-shirt/top", "Pullover", "Coat", "Shirt")
@@ -261,6 +265,62 @@ class Interpretation:
     def label_issues(self, *, limit: int | None = None) -> list[LabelIssue]:
         """Likely label errors in the test split, most suspicious first (see find_label_issues)."""
         return find_label_issues(self.predictions)[:limit]
+
+    # Figures: matplotlib Figures built without pyplot (no global state, no display needed;
+    # a notebook shows a returned Figure). The report draws with the same functions.
+    # Imported on use: plotting sits downstream of evaluation (fmnist.reports).
+
+    def plot_confusion_matrix(self) -> Figure:
+        """The test confusion matrix as a heatmap (rows: true class), counts in the cells."""
+        from fmnist.reports.plots import plot_confusion_matrix
+
+        return plot_confusion_matrix(self.predictions.confusion_matrix(), self.class_names)
+
+    def plot_top_losses(self, k: int = 16, *, saliency: bool = False, columns: int = 8) -> Figure:
+        """The ``k`` most confidently wrong test images with index, true class, prediction and
+        probability; ``saliency`` overlays Grad-CAM of the predicted class."""
+        from fmnist.reports.plots import plot_top_losses
+
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        maps = None
+        chosen = self.top_losses(k)
+        if saliency and len(chosen):
+            from fmnist.evaluation.explain import explain
+
+            maps = explain(self.model, self.predictions.images[chosen]).maps
+        return plot_top_losses(self.predictions, k, maps=maps, columns=columns)
+
+    def plot_most_confused(self, min_count: int = 1, *, limit: int = 15) -> Figure:
+        """Bars of the ``limit`` most frequent (true -> predicted) confusions of at least ``min_count``."""
+        from fmnist.reports.plots import plot_most_confused
+
+        return plot_most_confused(self.predictions, min_count=min_count, limit=limit)
+
+    def plot_reliability(self, *, bins: int = 15) -> Figure:
+        """Reliability diagram on the test set: raw (T = 1) and, when the model stores a
+        fitted temperature, calibrated."""
+        from fmnist.evaluation.calibration import calibration_summary
+        from fmnist.reports.plots import plot_calibration
+
+        summary = calibration_summary(
+            self.predictions.logits, self.predictions.labels, self.model.card.temperature, bins=bins
+        )
+        return plot_calibration(summary)
+
+    def __repr__(self) -> str:
+        predictions = self.predictions
+        low, high = predictions.accuracy_ci()
+        pairs = self.most_confused(1)[:1]
+        worst = f", most confused {pairs[0][0]} \u2192 {pairs[0][1]} ({pairs[0][2]})" if pairs else ""
+        return (
+            f"Interpretation({self.model.card.model} from {self.model.path.parent.name}/{self.model.path.name}: "
+            f"{len(predictions.labels):,} test images, accuracy {predictions.accuracy():.2%} "
+            f"(95% CI {low:.2%}\u2013{high:.2%}), {int((~predictions.correct).sum()):,} errors{worst})"
+        )
+
+    def _repr_html_(self) -> str:
+        return self.predictions._repr_html_()
 
     def to_dict(
         self, *, min_count: int = 5, top_losses: int = 25, label_issues: int = 50, neighbours: int = 0,

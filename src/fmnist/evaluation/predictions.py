@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from fmnist.models.forward import predict_logits
 from sklearn.metrics import classification_report, confusion_matrix
 
 from fmnist.data.classes import CLASS_NAMES
 from fmnist.errors import DataError, RunError
-from fmnist.models.forward import predict_logits
 from fmnist.models.saved import LoadedModel
 
 
@@ -27,6 +27,16 @@ class Predictions:
     def __post_init__(self) -> None:
         if len(self.probabilities) != len(self.labels) or len(self.labels) != len(self.images):
             raise ValueError("probabilities, labels and images must have the same length")
+
+    def __repr__(self) -> str:  # a summary, not the arrays
+        from fmnist.reports.notebook import predictions_summary
+
+        return predictions_summary(self)
+
+    def _repr_html_(self) -> str:  # Jupyter
+        from fmnist.reports.notebook import predictions_html
+
+        return predictions_html(self)
 
     @property
     def predicted(self) -> np.ndarray:

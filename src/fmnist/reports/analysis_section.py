@@ -86,31 +86,17 @@ def _calibration(section: AnalysisSection, calibration: dict) -> None:
             ],
         )
     )
-    after = calibration["reliability_after"] if temperature != 1.0 else None
-    section.figure(
-        "reliability.png",
-        plots.plot_reliability(calibration["reliability_before"], after, temperature=temperature),
-        "reliability diagram",
-    )
+    section.figure("reliability.png", plots.plot_calibration(calibration), "reliability diagram")
 
 
 def _top_losses(section: AnalysisSection, predictions: Predictions, model: LoadedModel | None) -> None:
     from fmnist.evaluation.explain import explain
 
     chosen = predictions.top_losses(GALLERY_IMAGES)
-    names = predictions.class_names
-    titles = [
-        f"#{i} true {names[predictions.labels[i]]}\npred {names[predictions.predicted[i]]} {predictions.confidence[i]:.2f}"
-        for i in chosen
-    ]
     maps = None if model is None or len(chosen) == 0 else explain(model, predictions.images[chosen]).maps
     note = " Overlay: Grad-CAM of the predicted class (red: the evidence for it)." if maps is not None else ""
     section.html.append(f"<h3>Most confidently wrong</h3><p>The test images with the highest loss.{note}</p>")
-    section.figure(
-        "top_losses.png",
-        plots.plot_image_grid(predictions.images[chosen], titles, maps=maps, title="Top losses"),
-        "top losses",
-    )
+    section.figure("top_losses.png", plots.plot_top_losses(predictions, GALLERY_IMAGES, maps=maps), "top losses")
 
 
 def _neighbours(section: AnalysisSection, run_dir: Path, predictions: Predictions, model: LoadedModel) -> None:

@@ -99,14 +99,38 @@ def plot_correct_predictions(predictions: Predictions, *, count: int = 24, seed:
     return plot_image_grid(predictions.images[chosen], titles, title="Correct predictions (random sample)")
 
 
-def plot_confident_mistakes(predictions: Predictions, *, count: int = 24) -> Figure:
-    chosen = predictions.top_losses(count)
+def plot_top_losses(predictions: Predictions, k: int = 24, *, maps: np.ndarray | None = None, columns: int = 8) -> Figure:
+    """The ``k`` most confidently wrong test images (highest loss first), each captioned with
+    its test index, true class, prediction and probability; ``maps`` (k, 28, 28) in [0, 1]
+    (saliency of the shown images, e.g. Grad-CAM), when given, are overlaid."""
+    chosen = predictions.top_losses(k)
     names = predictions.class_names
     titles = [
-        f"true {names[predictions.labels[i]]}\npred {names[predictions.predicted[i]]} {predictions.confidence[i]:.2f}"
+        f"#{i} true {names[predictions.labels[i]]}\npred {names[predictions.predicted[i]]} {predictions.confidence[i]:.2f}"
         for i in chosen
     ]
-    return plot_image_grid(predictions.images[chosen], titles, title="Most confidently wrong predictions")
+    if maps is not None and len(maps) != len(chosen):
+        raise ValueError(f"maps: expected one per shown image ({len(chosen)}), got {len(maps)}")
+    return plot_image_grid(predictions.images[chosen], titles, columns=columns, maps=maps, title="Top losses")
+
+
+def plot_most_confused(predictions: Predictions, *, min_count: int = 1, limit: int = 15) -> Figure:
+    """Horizontal bars of the most frequent (true -> predicted) confusions, largest on top."""
+    pairs = predictions.most_confused(min_count)[:limit]
+    figure = Figure(figsize=(6.4, 0.9 + 0.32 * max(len(pairs), 1)))
+    axes = figure.add_subplot()
+    labels = [f"{true} \u2192 {predicted}" for true, predicted, _ in pairs]
+    counts = [count for _, _, count in pairs]
+    bars = axes.barh(range(len(pairs)), counts, color="#4878a8")
+    axes.bar_label(bars, padding=2, fontsize=8)
+    axes.set_yticks(range(len(pairs)), labels, fontsize=8)
+    axes.invert_yaxis()  # the largest first, at the top
+    axes.set(xlabel="test images", title="Most confused (true \u2192 predicted)")
+    if not pairs:
+        axes.text(0.5, 0.5, "no confusions", ha="center", va="center", transform=axes.transAxes)
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    return figure
 
 
 def plot_reliability(before: dict, after: dict | None, *, temperature: float = 1.0) -> Figure:
@@ -125,6 +149,15 @@ def plot_reliability(before: dict, after: dict | None, *, temperature: float = 1
     axes.grid(alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+def plot_calibration(calibration: dict) -> Figure:
+    """The reliability diagram of a calibration summary (evaluation.calibration's
+    ``calibration_summary``, as in metrics.json): the calibrated curve only when a
+    temperature other than 1 was fitted."""
+    temperature = calibration["temperature"]
+    after = calibration["reliability_after"] if temperature != 1.0 else None
+    return plot_reliability(calibration["reliability_before"], after, temperature=temperature)
 
 
 def plot_changed_predictions(comparison: Comparison, *, count: int = 32) -> Figure:

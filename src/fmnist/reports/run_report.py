@@ -70,7 +70,8 @@ def build_figures(run_dir: Path, predictions: Predictions, metrics: dict) -> dic
     figures = {
         "confusion_matrix.png": plots.plot_confusion_matrix(np.array(metrics["confusion_matrix"]), predictions.class_names),
         "correct_predictions.png": plots.plot_correct_predictions(predictions),
-        "confident_mistakes.png": plots.plot_confident_mistakes(predictions),
+        "confident_mistakes.png": plots.plot_top_losses(predictions, 24),
+        "most_confused.png": plots.plot_most_confused(predictions),
         "augmentation.png": plots.plot_augmentation(predictions.images[:6], _augment_config(config)),
     }
     if history:
@@ -116,6 +117,8 @@ def render_report(
         "<h3>Most confused pairs</h3>"
         + table(["true class", "predicted as", "count"], [(m["true"], m["predicted"], m["count"]) for m in metrics["most_confused"][:10]])
     )
+    if "most_confused.png" in pngs:
+        sections.append(embedded_png(pngs["most_confused.png"], "most confused pairs"))
     sections.append(
         "<h3>Per class</h3>"
         + table(["class", "precision", "recall", "F1", "support"], _per_class_rows(metrics["classification_report"], metrics["class_names"]))
