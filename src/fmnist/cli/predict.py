@@ -126,6 +126,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from fmnist import extras
 
+    if args.format == "bundle":
+        return _export_bundle(args)
     if args.format == "onnx":  # TorchScript needs only torch
         extras.require("export", feature="fmnist export --format onnx")
     from fmnist.export import export_model
@@ -133,6 +135,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_model(args.model, Path(args.out), fmt=args.format, int8=args.int8, data=args.data)
     for key, value in result.summary().items():
         print(f"{key:<20} {value}")
+    return 0
+
+
+def _export_bundle(args: argparse.Namespace) -> int:
+    from fmnist.errors import ConfigError
+    from fmnist.export_bundle import export_bundle
+
+    if args.int8:
+        raise ConfigError("--int8 works with --format onnx only", "drop --int8 for a bundle")
+    result = export_bundle(args.model, Path(args.out), data=args.data)
+    for key, value in result.summary().items():
+        print(f"{key:<20} {value}")
+    for note in result.notes:
+        print(f"fmnist: note: {note}", file=sys.stderr)
     return 0
 
 
@@ -149,10 +165,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--batch-size", type=positive_int, default=256)
     predict.set_defaults(handler=cmd_predict)
 
-    export = commands.add_parser("export", help="export a model to ONNX or TorchScript")
+    export = commands.add_parser("export", help="export a model to ONNX or TorchScript, or a run as a shareable bundle")
     export.add_argument("model", metavar="RUN_DIR")
-    export.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    export.add_argument(
+        "--format", choices=["onnx", "torchscript", "bundle"], required=True,
+        help="bundle: a folder with model.safetensors, model.onnx, config.json and a README.md model card",
+    )
     export.add_argument("--int8", action="store_true", help="also quantize to int8 (ONNX only); prints accuracy drop and speed-up")
-    export.add_argument("--out", required=True, metavar="FILE")
+    export.add_argument("--out", required=True, metavar="FILE", help="the file to write (a new folder for --format bundle)")
     export.add_argument("--data", metavar="PATH", help="dataset for the int8 calibration and accuracy check (default: search)")
     export.set_defaults(handler=cmd_export)
