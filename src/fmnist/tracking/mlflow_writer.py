@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from fmnist.errors import FmnistError
 from fmnist.extras import require
 from fmnist.tracking import epoch_metrics, final_metrics, flat_config
-from fmnist.training.run_folder import RunPaths
+from fmnist.run import RunPaths
 
 if TYPE_CHECKING:
     from fmnist.training.loop import EpochEnd
