@@ -10,7 +10,6 @@ is never used for fitting.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,12 +18,11 @@ import numpy as np
 import torch
 
 from fmnist.errors import RunError
-from fmnist.files import atomic_write_json
 from fmnist.models import LoadedModel, load_model, resolve_model_path, save_model
 from fmnist.models.forward import predict_logits
+from fmnist.run import Run
 
 DEFAULT_BINS = 15
-CALIBRATION_FILE = "calibration.json"
 
 
 @dataclass(frozen=True)
@@ -127,18 +125,14 @@ class CalibrationResult:
 def validation_split(run_dir: Path, data: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rebuild a run's exact validation split (images uint8 (N, 28, 28), labels) from its
     config.json: same data, subset, seed and fraction, so no test image is involved."""
-    from fmnist.training.config import config_from_dict
     from fmnist.training.data_prep import prepare_data
 
-    config_file = run_dir / "config.json"
-    try:
-        config = config_from_dict(json.loads(config_file.read_text()))
-    except (OSError, json.JSONDecodeError):
-        raise RunError(f"{run_dir}: no readable config.json", "pass a run folder made by `fmnist train`") from None
+    run = Run(run_dir)
+    config = run.config()
     if config.full:
         raise RunError(f"{run_dir}: trained with --full, so it has no validation split to calibrate on",
                        "calibrate the run that chose the settings instead")
-    recorded = _read_json(run_dir / "run.json").get("data", {})
+    recorded = run.provenance().data
     if data is None and recorded.get("root") and Path(recorded["root"]).is_dir():
         data = recorded["root"]
     prepared = prepare_data(config, data)
@@ -149,13 +143,6 @@ def validation_split(run_dir: Path, data: str | os.PathLike[str] | None = None) 
             "pass the run's own data folder with --data",
         )
     return prepared.val_images.numpy(), prepared.val_labels.numpy()
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def calibrate_model(
@@ -199,7 +186,7 @@ def calibrate_run(
     model.card.temperature = result.temperature
     model.card.extra["calibration"] = result.to_dict()
     save_model(model_file, model.module, model.card)
-    atomic_write_json(run_dir / CALIBRATION_FILE, result.to_dict())
+    Run.of_model(run).write_calibration(result)
     return result
 
 
