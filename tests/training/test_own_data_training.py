@@ -62,3 +62,13 @@ def test_a_num_classes_that_contradicts_the_data_is_refused(tmp_path: Path, digi
     config = config.__class__(**{**config.__dict__, "model_args": {**config.model_args, "num_classes": 10}})
     with pytest.raises(ConfigError, match="num_classes is 10 but the data has 5 classes"):
         train(config, tmp_path / "run", data=digits_npz)
+
+
+def test_resuming_on_data_with_other_classes_is_refused(tmp_path: Path, digits_npz: Path, small_config: Path, learnable_dir: Path) -> None:
+    from fmnist.training import resume
+
+    config = resolve_config("seed", file_values=read_config_file(small_config), overrides={"epochs": 1})
+    train(config, tmp_path / "run", data=digits_npz)
+    (tmp_path / "run" / "model.safetensors").unlink()  # as if interrupted after its checkpoint
+    with pytest.raises(DataError, match="was trained on 5 classes .* this data has 10"):
+        resume(tmp_path / "run", data=learnable_dir)
