@@ -9,7 +9,6 @@ on GALLERY_IMAGES images and a feature pass over the first NEIGHBOUR_POOL traini
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist import extras
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, RunError
 from fmnist.evaluation.interpretation import (
     find_label_issues,
     nearest_neighbours,
@@ -30,6 +29,7 @@ from fmnist.evaluation.predictions import Predictions
 from fmnist.models import LoadedModel, load_model
 from fmnist.reports import plots
 from fmnist.reports.html import embedded_png, escape, table
+from fmnist.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class AnalysisSection:
 def _single_model(run_dir: Path, predictions: Predictions, metrics: dict) -> LoadedModel | None:
     """The run's own model when the predictions are that model's alone (not an ensemble or
     a specialist combination), else None: its saliency would not explain the predictions."""
-    if metrics.get("members") or metrics.get("specialist") or not (run_dir / "model.safetensors").is_file():
+    if metrics.get("members") or metrics.get("specialist") or not Run.create(run_dir).paths.model.is_file():
         return None
     model = load_model(run_dir)
     return model if model.card.class_names == predictions.class_names else None
@@ -63,9 +63,11 @@ def _training_images(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     from fmnist.data import load
 
     try:
-        root = json.loads((run_dir / "run.json").read_text())["data"]["root"]
+        root = Run(run_dir).provenance().data.get("root")
+        if root is None:
+            raise RunError(f"{run_dir}: its run.json names no training data", "train the run again")
         train = load("train", root, download=False)
-    except (OSError, KeyError, json.JSONDecodeError, FmnistError) as error:
+    except FmnistError as error:
         log.warning("report: no nearest training images (%s)", error)
         return None
     return train.images[:NEIGHBOUR_POOL], train.labels[:NEIGHBOUR_POOL]

@@ -9,31 +9,20 @@ import numpy as np
 
 from fmnist.augment import AugmentConfig
 from fmnist.evaluation.predictions import Predictions
-from fmnist.files import atomic_write_bytes, atomic_write_text
 from fmnist.reports import plots
 from fmnist.reports.analysis_section import analysis_section
 from fmnist.reports.html import embedded_png, escape, key_value_table, page, table
+from fmnist.run import EpochRecord, Run
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+def _augment_config(run: Run) -> AugmentConfig:
+    """The run's augmentation, for the samples figure; none for a folder without a config
+    (an ensemble's)."""
+    return run.config().augment if run.paths.config.is_file() else AugmentConfig(enabled=False)
 
 
-def _read_history(path: Path) -> list[dict]:
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError):
-        return []
-
-
-def _augment_config(config: dict) -> AugmentConfig:
-    values = dict(config.get("augment") or {})
-    if "erase_scale" in values:
-        values["erase_scale"] = tuple(values["erase_scale"])
-    return AugmentConfig(**values) if values else AugmentConfig(enabled=False)
+def _history(run: Run) -> list[EpochRecord]:
+    return run.history() if run.paths.epochs_log.is_file() else []
 
 
 def _per_class_rows(report: dict, class_names: list[str]) -> list[list[str]]:
@@ -48,34 +37,34 @@ def _per_class_rows(report: dict, class_names: list[str]) -> list[list[str]]:
     return rows
 
 
-def _training_summary(history: list[dict]) -> str:
-    total = sum(r.get("seconds") or 0 for r in history)
-    best = max((r for r in history if r.get("best")), key=lambda r: r["epoch"], default=history[-1])
-    if best.get("val_loss") is None:  # --full: trained on train + validation, nothing held out
+def _training_summary(history: list[EpochRecord]) -> str:
+    total = sum(r.seconds for r in history)
+    best = max((r for r in history if r.best), key=lambda r: r.epoch, default=history[-1])
+    if best.val_loss is None or best.val_accuracy is None:  # --full: trained on train + validation, nothing held out
         return (
             f"<p>{len(history)} epochs in {total:.0f} s on the training and validation images together "
             "(--full): no validation split, so the recipe's fixed schedule ran to the end and the last "
-            f"epoch's weights (epoch {history[-1]['epoch']}) were kept.</p>"
+            f"epoch's weights (epoch {history[-1].epoch}) were kept.</p>"
         )
     return (
-        f"<p>{len(history)} epochs in {total:.0f} s; best validation loss {best['val_loss']:.4f} "
-        f"(accuracy {best['val_accuracy']:.2%}) at epoch {best['epoch']}, whose weights were kept.</p>"
+        f"<p>{len(history)} epochs in {total:.0f} s; best validation loss {best.val_loss:.4f} "
+        f"(accuracy {best.val_accuracy:.2%}) at epoch {best.epoch}, whose weights were kept.</p>"
     )
 
 
 def build_figures(run_dir: Path, predictions: Predictions, metrics: dict) -> dict[str, bytes]:
     """Render the report's figures as PNG bytes, keyed by file name."""
-    config = _read_json(run_dir / "config.json")
-    history = _read_history(run_dir / "epochs.jsonl")
+    run = Run.create(run_dir)
+    history = _history(run)
     figures = {
         "confusion_matrix.png": plots.plot_confusion_matrix(np.array(metrics["confusion_matrix"]), predictions.class_names),
         "correct_predictions.png": plots.plot_correct_predictions(predictions),
         "confident_mistakes.png": plots.plot_top_losses(predictions, 24),
         "most_confused.png": plots.plot_most_confused(predictions),
-        "augmentation.png": plots.plot_augmentation(predictions.images[:6], _augment_config(config)),
+        "augmentation.png": plots.plot_augmentation(predictions.images[:6], _augment_config(run)),
     }
     if history:
-        figures["learning_curves.png"] = plots.plot_learning_curves(history)
+        figures["learning_curves.png"] = plots.plot_learning_curves([record.to_dict() for record in history])
     return {name: plots.figure_png(figure) for name, figure in figures.items()}
 
 
@@ -83,9 +72,12 @@ def render_report(
     run_dir: Path, metrics: dict, pngs: dict[str, bytes], *, title: str | None = None, analysis: list[str] = ()
 ) -> str:
     """The report page; ``analysis`` is HTML from reports.analysis_section, placed after the confusions."""
-    config = _read_json(run_dir / "config.json")
-    run_info = _read_json(run_dir / "run.json")
-    history = _read_history(run_dir / "epochs.jsonl")
+    # A run folder's files are shown when present (an ensemble's folder has none of them);
+    # a damaged one is a RunError naming it, not a section silently left out.
+    run = Run.create(run_dir)
+    config = run.config_values() if run.paths.config.is_file() else {}
+    run_info = run.provenance().document if run.paths.provenance.is_file() else {}
+    history = _history(run)
     low, high = metrics["test_accuracy_ci95"]
     sections = [
         f"<h1>{escape(title or 'fmnist run ' + run_dir.name)}</h1>",
@@ -143,8 +135,7 @@ def write_run_report(run_dir: str | Path, predictions: Predictions, metrics: dic
     pngs = build_figures(run_dir, predictions, metrics)
     analysis = analysis_section(run_dir, predictions, metrics)
     pngs.update(analysis.pngs)
+    run = Run.create(run_dir)
     for name, png in pngs.items():
-        atomic_write_bytes(run_dir / "figures" / name, png)
-    report = run_dir / "report.html"
-    atomic_write_text(report, render_report(run_dir, metrics, pngs, title=title, analysis=analysis.html))
-    return report
+        run.write_figure(name, png)
+    return run.write_report(render_report(run_dir, metrics, pngs, title=title, analysis=analysis.html))
