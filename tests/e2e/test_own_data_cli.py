@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
-from test_own_data import SHAPES, write_image_folder  # noqa: E402
+from own_data_files import SHAPES, write_image_folder
 
 
 @pytest.mark.slow

@@ -127,11 +127,13 @@ def _read_image(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
     status = check_regular_file(path)
     if status.st_size > MAX_IMAGE_FILE_BYTES:
         raise DataError(f"{path}: {status.st_size:,} bytes, over the limit of {MAX_IMAGE_FILE_BYTES:,} for one image", "use a smaller image")
-    with open_regular_file(path) as handle:
-        with open_header(handle, str(path), max_pixels=DEFAULT_MAX_PIXELS, formats=PHOTO_FORMATS) as header:
-            size = header.size  # before decoding: a JPEG's draft mode shrinks it
-            # Prepared inside the block: the decoded image may share the opened file's core.
-            return prepare_image(decode_opened(header, str(path), max_edge=WORKING_EDGE)).image, size
+    with (
+        open_regular_file(path) as handle,
+        open_header(handle, str(path), max_pixels=DEFAULT_MAX_PIXELS, formats=PHOTO_FORMATS) as header,
+    ):
+        size = header.size  # before decoding: a JPEG's draft mode shrinks it
+        # Prepared inside the block: the decoded image may share the opened file's core.
+        return prepare_image(decode_opened(header, str(path), max_edge=WORKING_EDGE)).image, size
 
 
 def read_image_split(split_folder: Path, class_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, list[Path]]:

@@ -18,7 +18,12 @@ from pathlib import Path
 
 import platformdirs
 
-from fmnist.data.classes import CLASS_NAMES, CLASSES_FILE, check_class_names, read_classes_file
+from fmnist.data.classes import (
+    CLASS_NAMES,
+    CLASSES_FILE,
+    check_class_names,
+    read_classes_file,
+)
 from fmnist.data.input_files import (
     kind_of,
     not_regular_error,
