@@ -6,7 +6,8 @@
 # Setup: a virtualenv in .venv with pinned dependencies (requirements.lock), fmnist
 # installed in it, the dataset (Debian's dataset-fashion-mnist when running as root on
 # Debian, otherwise a verified download into the user cache) and, for the test suite,
-# Chromium for the browser tests when it can be installed.
+# Chromium for the browser tests and PostgreSQL for the shared-study tuning test when they
+# can be installed.
 set -euo pipefail
 cd "$(dirname "$0")"
 job="${1:-train}"
@@ -52,6 +53,12 @@ setup_browser() {
         echo "run.sh: no Chromium; the browser tests will be skipped" >&2
 }
 
+setup_postgres() {
+    # The tuning tests start their own PostgreSQL server (two workers sharing one study).
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_install postgresql || \
+        echo "run.sh: no PostgreSQL; the shared-study tuning test will be skipped" >&2
+}
+
 setup_python
 case "$job" in
     setup)
@@ -64,6 +71,7 @@ case "$job" in
     test)
         setup_data
         setup_browser
+        setup_postgres
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     *)

@@ -179,10 +179,10 @@ def learnable_data(count: int, *, seed: int) -> TinyData:
     return TinyData(images, labels)
 
 
-def write_learnable(folder: Path) -> Path:
+def write_learnable(folder: Path, *, train: int = 400, test: int = 100) -> Path:
     """IDX files of a small learnable dataset in ``folder``: 400 training and 100 test images."""
-    DataFiles.idx_split(folder, learnable_data(400, seed=0), split="train")
-    DataFiles.idx_split(folder, learnable_data(100, seed=1), split="test")
+    DataFiles.idx_split(folder, learnable_data(train, seed=0), split="train")
+    DataFiles.idx_split(folder, learnable_data(test, seed=1), split="test")
     return folder
 
 

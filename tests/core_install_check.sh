@@ -33,7 +33,7 @@ echo "$torch_pin" >"$work/constraints.txt"  # nothing below may move torch
 
 installed_torch=$("$py" -c 'import torch; print(torch.__version__.split("+")[0])')
 [ "torch==$installed_torch" = "$torch_pin" ] || fail "torch is $installed_torch, expected ${torch_pin#torch==}"
-for module in cleanlab onnx onnxruntime fastapi uvicorn python_multipart prometheus_client tensorboard mlflow; do
+for module in cleanlab onnx onnxruntime fastapi uvicorn python_multipart prometheus_client tensorboard mlflow optuna sqlalchemy psycopg; do
     if "$py" -c "import $module" 2>/dev/null; then
         fail "$module is importable: this is not a core-only environment"
     fi
@@ -102,6 +102,7 @@ refuses "fmnist predict --backend onnxruntime needs the export extra (install fm
 refuses "needs the analysis extra (install fmnist[analysis]" analyze run
 refuses "fmnist train --log tensorboard needs the tensorboard extra (install fmnist[tensorboard]" train --log tensorboard --out tracked
 refuses "fmnist train --log mlflow needs the mlflow extra (install fmnist[mlflow]" train --log mlflow --out tracked
+refuses "fmnist tune needs the tune extra (install fmnist[tune]" tune space.yaml --out study
 [ ! -e tracked ] || fail "a refused --log trained a run"
 [ ! -e model.onnx ] && [ ! -e model.int8.onnx ] || fail "a refused export wrote a file"
 step "passed"

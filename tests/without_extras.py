@@ -25,6 +25,7 @@ OPTIONAL_MODULES = (
     "prometheus_client",
     "tensorboard",  # tensorboard
     "mlflow",  # mlflow
+    "optuna", "sqlalchemy", "alembic", "psycopg",  # tune, tune-postgres
 )
 
 

@@ -24,6 +24,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "analysis": ("cleanlab",),
     "tensorboard": ("tensorboard",),
     "mlflow": ("mlflow",),
+    "tune": ("optuna",),
+    "tune-postgres": ("optuna", "psycopg"),
 }
 
 _noted: set[tuple[str, str]] = set()

@@ -54,12 +54,13 @@ GATED = [
     (["analyze", "{run}"], "likely-label-error search of fmnist analyze needs the analysis extra", "--label-issues 0"),
     (["train", "--log", "tensorboard", "--out", "{tmp}/m"], "fmnist train --log tensorboard needs the tensorboard extra", "fmnist[tensorboard]"),
     (["train", "--log", "mlflow", "--out", "{tmp}/m"], "fmnist train --log mlflow needs the mlflow extra", "fmnist[mlflow]"),
+    (["tune", "{tmp}/space.yaml", "--out", "{tmp}/m"], "fmnist tune needs the tune extra", "fmnist[tune]"),
 ]
 
 
 GATED_IDS = [
     "serve", "serve-workers", "serve-onnxruntime", "export-onnx", "export-int8", "predict-onnxruntime", "analyze",
-    "train-tensorboard", "train-mlflow",
+    "train-tensorboard", "train-mlflow", "tune",
 ]
 
 

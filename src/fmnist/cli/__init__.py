@@ -10,12 +10,12 @@ import os
 import sys
 
 from fmnist import __version__
-from fmnist.cli import analysis, data, predict, runs, serve, train
+from fmnist.cli import analysis, data, predict, runs, serve, train, tune
 from fmnist.cli.common import EXIT_USAGE, Parser, setup_logging
 from fmnist.errors import FmnistError
 from fmnist.files import disk_full_error, is_no_space
 
-COMMAND_MODULES = (data, train, predict, serve, analysis, runs)
+COMMAND_MODULES = (data, train, predict, serve, analysis, runs, tune)
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what the shell reports for a tool stopped by a closed pipe
 
 
