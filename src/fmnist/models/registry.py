@@ -1,7 +1,7 @@
 """Build models by name: ``@register_model`` adds a builder, ``create_model`` calls it.
 
 Every model takes the contract's input (float32 (N, 1, 28, 28) in [0, 1]) and returns
-class logits (N, 10); normalisation is its first layer.
+class logits (N, num_classes); normalisation is its first layer.
 
 Model arguments come from config files, flags and model files, so they are checked here,
 once, for every model: each must have its default's type, and numbers must lie within
