@@ -48,8 +48,12 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2%}"
+def _count(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
+def _arguments(values: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in values.items())
 
 
 def reproduce_command(config: dict, provenance: dict) -> str:
@@ -106,15 +110,15 @@ def _data(provenance: dict, metrics: dict) -> str:
     source = "the official Fashion-MNIST release (Zalando Research), files checked by SHA-256" if train.get("official") else (
         f"the user's own data ({train.get('format', '?')} files), not the official release"
     )
+    used = f"{_count(train.get('train_images'))} trained on, {_count(train.get('val_images'))} held out for validation"
     rows = [
-        ["training images", f"{train.get('train_images', '?')}", train.get("content_digest", "?")],
-        ["validation images (held out of training)", f"{train.get('val_images', '?')}", "part of the training files"],
-        ["test images", f"{metrics.get('test_images', '?')}", test.get("content_digest", "?")],
+        ["training", used, train.get("content_digest", "?")],
+        ["test", f"{_count(metrics.get('test_images'))} measured on", test.get("content_digest", "?")],
     ]
     return (
         f"## Data\n\nTrained on {source}. Digests are SHA-256 over the decoded images and labels (independent of "
         "file format and compression), so a copy of the data can be checked with `fmnist data info --data PATH`.\n\n"
-        + _table(["split", "images", "content digest"], rows)
+        + _table(["split", "images", "content digest of the split as read"], rows)
     )
 
 
@@ -144,7 +148,7 @@ def _calibration(metrics: dict, calibration: dict | None) -> str:
         fitted = "No temperature was fitted (a `--full` run has no validation split): probabilities are the raw softmax."
     else:
         fitted = (
-            f"Temperature T = {temperature:.3f}, fitted on {calibration.get('val_images', '?')} validation images "
+            f"Temperature T = {temperature:.3f}, fitted on {_count(calibration.get('val_images'))} validation images "
             "(never the test split); the bundle's models apply it (probabilities = softmax(logits / T))."
         )
     rows = [
@@ -168,7 +172,7 @@ def _most_confused(metrics: dict) -> str:
 def _training(config: dict, provenance: dict, card: dict) -> str:
     extra = card.get("extra") or {}
     rows = [
-        ["model", f"{card.get('model')} {card.get('model_args') or ''}".strip()],
+        ["model", f"{card.get('model')}({_arguments(card.get('model_args') or {})})"],
         ["recipe", config.get("recipe")],
         ["seed", config.get("seed")],
         ["epochs (configured)", config.get("epochs")],
@@ -222,8 +226,8 @@ def _contract(card: dict) -> str:
         "## Input contract\n\n"
         f"{pre.get('image_size', 28)}×{pre.get('image_size', 28)} pixels, {pre.get('channels', 1)} channel, uint8 "
         f"pixel values × {pre.get('scale', 1 / 255):.6g} (i.e. / 255), background {pre.get('background', 'black')} (0), the "
-        "item light. Normalisation is inside the model. "
-        + ("Predictions average the logits of the image and its left-right mirror. " if card.get("tta_flip") else "")
+        "item light. Normalisation is inside the model."
+        + (" Predictions average the logits of the image and its left-right mirror." if card.get("tta_flip") else "")
     )
 
 
