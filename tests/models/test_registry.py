@@ -31,6 +31,12 @@ def test_every_model_maps_contract_input_to_ten_logits(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list_models())
+def test_every_model_takes_its_number_of_outputs_from_num_classes(name: str) -> None:
+    """Own data brings 2 to 100 classes: every model must honour num_classes."""
+    assert create_model(name, num_classes=3).eval()(torch.rand(1, 1, 28, 28)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("name", list_models())
 def test_every_model_survives_a_save_load_round_trip(tmp_path: Path, name: str) -> None:
     torch.manual_seed(0)
     model = create_model(name)
