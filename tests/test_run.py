@@ -15,6 +15,7 @@ import pytest
 
 from fmnist.errors import RunError
 from fmnist.evaluation.evaluate import evaluate_run, run_test_predictions
+from fmnist.evaluation.interpretation import Interpretation
 from fmnist.run import EpochRecord, Run, RunStatus, arrays_digest
 from fmnist.training import TrainConfig, read_config_file, resolve_config, train
 
@@ -154,6 +155,10 @@ def test_test_predictions_are_stored_at_evaluation_and_reused(
     again = run_test_predictions(run_copy, data)
     assert again.reused and again.model == "seed_cnn"
     np.testing.assert_array_equal(again.predictions.probabilities, predictions.probabilities)
+    interpretation = Interpretation.from_run(run_copy, data)  # analyze: no prediction pass
+    assert interpretation._features is None
+    np.testing.assert_array_equal(interpretation.predictions.probabilities, predictions.probabilities)
+    assert interpretation.features.shape[0] == 100  # the features, computed when asked for
 
     # Damage the model in place, keeping its size and times: a view that ran the model
     # would now fail, so compare succeeding shows it read the stored predictions.

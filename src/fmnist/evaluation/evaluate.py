@@ -133,19 +133,33 @@ def run_test_predictions(
     (and not stored) otherwise."""
     model_file = resolve_model_path(run)
     test = test if test is not None else load("test", data)
-    stored = _stored_predictions(model_file, test, tta_flip)
+    stored = stored_test_predictions(model_file, test, tta_flip=tta_flip)
     if stored is not None:
-        predictions = Predictions(
-            probabilities=stored.probabilities,
-            labels=test.labels,
-            images=test.images,
-            class_names=stored.class_names,
-            logits=stored.logits,
-        )
-        return RunTestPredictions(predictions, stored.model, model_file, reused=True)
+        return stored
     model = load_model(model_file)
     predictions, _, _, _ = _predict_test(model, test, tta_flip)
     return RunTestPredictions(predictions, model.card.model, model_file, reused=False)
+
+
+def stored_test_predictions(
+    run: str | os.PathLike[str], test: Split, *, tta_flip: bool | None = None
+) -> RunTestPredictions | None:
+    """The test predictions a run's last evaluation stored, when they are what predicting
+    ``test`` now would give (the same images in the same order, the same test-time
+    augmentation, the model files unchanged); None otherwise. The model is not loaded."""
+    model_file = resolve_model_path(run)
+    stored = _stored_predictions(model_file, test, tta_flip)
+    if stored is None:
+        return None
+    test.check_classes(stored.class_names, model_file)
+    predictions = Predictions(
+        probabilities=stored.probabilities,
+        labels=test.labels,
+        images=test.images,
+        class_names=stored.class_names,
+        logits=stored.logits,
+    )
+    return RunTestPredictions(predictions, stored.model, model_file, reused=True)
 
 
 def _stored_predictions(model_file: Path, test: Split, tta_flip: bool | None) -> TestPredictions | None:

@@ -177,8 +177,7 @@ def find_label_issues(predictions: Predictions) -> list[LabelIssue]:
 
 @dataclass
 class Interpretation:
-    predictions: Predictions  # test predictions, computed once
-    features: np.ndarray  # float32 (N, D) penultimate-layer features of the test images
+    predictions: Predictions  # test predictions, computed once (or read from the run)
     model: LoadedModel
     train: Split | None = None  # loaded on first use of nearest_training_images
     data: str | os.PathLike[str] | None = None  # where the training split is loaded from
@@ -186,12 +185,18 @@ class Interpretation:
     # over all 60,000 costs seconds to a minute on a shared CPU; the report uses a pool.
     neighbour_pool: int | None = None
     _train_features: np.ndarray | None = field(default=None, repr=False)
+    # float32 (N, D) penultimate-layer features of the test images: recorded in the pass
+    # that predicts, or computed on first use when the predictions were read from the run.
+    _features: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def from_run(
         cls, run: str | os.PathLike[str], data: str | os.PathLike[str] | None = None, *, neighbour_pool: int | None = None
     ) -> Interpretation:
-        """Load a run's model and predict once on the test split of ``data``."""
+        """Load a run's model and its predictions on the test split of ``data``: those its
+        evaluation stored when current (see evaluate.stored_test_predictions), else made now."""
+        from fmnist.evaluation.evaluate import stored_test_predictions
+
         model = load_model(run)
         if model.card.extra.get("specialist"):
             # A specialist's own outputs cover four classes; its effect is a comparison.
@@ -199,7 +204,11 @@ class Interpretation:
                 f"{run}: a specialist run predicts only its group of classes",
                 "analyze its base run, and see the specialist's effect with `fmnist compare BASE_RUN SPECIALIST_RUN`",
             )
-        return cls.from_model(model, load("test", data), train=None, data=data, neighbour_pool=neighbour_pool)
+        test = load("test", data)
+        stored = stored_test_predictions(model.path, test)
+        if stored is not None:
+            return cls(predictions=stored.predictions, model=model, data=data, neighbour_pool=neighbour_pool)
+        return cls.from_model(model, test, train=None, data=data, neighbour_pool=neighbour_pool)
 
     @classmethod
     def from_model(
@@ -219,12 +228,21 @@ class Interpretation:
             recorder.remove()
         return cls(
             predictions=predictions,
-            features=recorder.features(tta_flip=model.card.tta_flip),
+            _features=recorder.features(tta_flip=model.card.tta_flip),
             model=model,
             train=train,
             data=data,
             neighbour_pool=neighbour_pool,
         )
+
+    @property
+    def features(self) -> np.ndarray:
+        """float32 (N, D) penultimate-layer features of the test images."""
+        if self._features is None:
+            self._features = penultimate_features(
+                self.model.module, self.predictions.images, tta_flip=self.model.card.tta_flip
+            )
+        return self._features
 
     @property
     def class_names(self) -> list[str]:
