@@ -105,6 +105,7 @@ def evaluate_and_report(run_dir: Path, data: str | None) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fmnist.cli.analysis import calibrate_and_print
+    from fmnist.run import RunPaths
     from fmnist.tracking import open_trackers, parse_log_targets
     from fmnist.training import (
         default_run_dir,
@@ -150,7 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         stopped = "early stopping" if result.stopped_early else "the epoch limit"
         print(
             f"trained {len(result.history)} epochs (stopped by {stopped}); best epoch {result.best_epoch}: "
-            f"{result.run_dir / 'model.safetensors'}"
+            f"{RunPaths(result.run_dir).model}"
         )
         calibration = metrics = None
         if not result.config.full:
@@ -172,13 +173,13 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from fmnist.evaluation import evaluate_ensemble
-    from fmnist.files import atomic_write_json
     from fmnist.reports import write_run_report
+    from fmnist.run import Run
 
     tta = True if args.tta else (False if args.no_tta else None)
     predictions, metrics = evaluate_ensemble(args.runs, args.data, tta_flip=tta)
     out = Path(args.out) if args.out else Path("runs") / f"{dt.datetime.now():%Y%m%d-%H%M%S}-ensemble"
-    atomic_write_json(out / "metrics.json", metrics)
+    Run.create(out).write_metrics(metrics)
     report = write_run_report(out, predictions, metrics, title=f"fmnist ensemble of {len(args.runs)} runs")
     low, high = metrics["test_accuracy_ci95"]
     for member in metrics["members"]:
