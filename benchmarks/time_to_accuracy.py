@@ -37,7 +37,8 @@ import json, resource, sys, time
 launched = float(sys.argv[1])
 paused = 0.0
 from fmnist.data import load
-from fmnist.models.forward import predict_logits
+from fmnist.evaluation.predictions import predict
+from fmnist.inference.predictor import TorchPredictor
 from fmnist.training import resolve_config, train
 settings = json.loads(sys.argv[2])
 config = resolve_config(settings.pop("recipe"), overrides=settings.pop("overrides"))
@@ -54,16 +55,14 @@ def on_epoch(end):
         return
     pause_started = time.time()
     elapsed = pause_started - launched - paused
-    logits = predict_logits(end.model, test.images, tta_flip=end.config.tta_flip)
-    accuracy = (logits.argmax(1).numpy() == test.labels).mean()
+    accuracy = predict(TorchPredictor.of_module(end.model, tta_flip=end.config.tta_flip), test.images, test.labels).accuracy()
     epochs.append({"epoch": end.record["epoch"], "seconds": round(elapsed, 2), "test_accuracy": float(accuracy),
                    "val_accuracy": end.record["val_accuracy"]})
     paused += time.time() - pause_started
 
 result = train(config, sys.argv[3], data=data, on_epoch=on_epoch)
 finished = time.time() - launched - paused
-logits = predict_logits(result.model, test.images, tta_flip=config.tta_flip)
-final = float((logits.argmax(1).numpy() == test.labels).mean())
+final = predict(TorchPredictor.of_module(result.model, tta_flip=config.tta_flip), test.images, test.labels).accuracy()
 print(json.dumps({"epochs": epochs, "final_test_accuracy": final, "best_epoch": result.best_epoch,
                   "train_seconds": round(finished, 2),
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))

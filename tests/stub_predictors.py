@@ -16,7 +16,7 @@ class NaNOnSecondImage(Predictor):
     backend, name, class_names, temperature, tta_flip = "test", "nan", [f"c{i}" for i in range(10)], 1.0, False
     source = Path("nan.model")
 
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
+    def model_logits(self, inputs: np.ndarray) -> np.ndarray:
         logits = np.zeros((len(inputs), 10), np.float32)
         logits[1:2] = np.nan
         return logits

@@ -1,5 +1,6 @@
-"""`fmnist export`: ONNX with a dynamic batch axis and the contract in its metadata, checked
-against PyTorch in real ONNX Runtime; TorchScript; int8 with its measured accuracy drop."""
+"""`fmnist export`: self-contained ONNX (uint8 images in, probabilities and logits out, the
+contract in its metadata) checked against PyTorch in real ONNX Runtime; TorchScript; int8
+with its measured accuracy drop; files of the older float-input format refused."""
 
 from __future__ import annotations
 
@@ -33,23 +34,48 @@ def test_onnx_matches_pytorch_on_1000_test_images(real_run: Path, real_fmnist_di
     assert (onnx_probabilities.argmax(1) == torch_probabilities.argmax(1)).all()
 
 
-def test_onnx_has_a_dynamic_batch_axis_and_the_contract_in_its_metadata(tiny_run: Path, tmp_path: Path):
+def test_onnx_takes_uint8_images_of_either_rank_and_carries_the_contract(tiny_run: Path, tmp_path: Path):
     out = tmp_path / "model.onnx"
     export_model(tiny_run, out, fmt="onnx", data=tiny_run.parent / "data")
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    (model_input,), (model_output,) = session.get_inputs(), session.get_outputs()
-    assert (model_input.name, model_output.name) == ("images", "logits")
-    assert isinstance(model_input.shape[0], str) and model_input.shape[1:] == [1, 28, 28]
+    (model_input,) = session.get_inputs()
+    assert (model_input.name, model_input.type) == ("images", "tensor(uint8)")
+    assert [(o.name, o.shape[1]) for o in session.get_outputs()] == [("probabilities", 10), ("logits", 10)]
+    images = np.random.default_rng(0).integers(0, 256, (37, 28, 28), dtype=np.uint8)
     for batch in (1, 37):
-        logits = session.run(None, {"images": np.zeros((batch, 1, 28, 28), np.float32)})[0]
-        assert logits.shape == (batch, 10)
+        probabilities, logits = session.run(None, {"images": images[:batch]})
+        assert probabilities.shape == logits.shape == (batch, 10)
+        again, _ = session.run(None, {"images": images[:batch, None]})  # (N, 1, 28, 28) too
+        np.testing.assert_array_equal(again, probabilities)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-6)
     metadata = session.get_modelmeta().custom_metadata_map
     assert json.loads(metadata["fmnist.class_names"])[0] == "T-shirt/top"
     assert float(metadata["fmnist.temperature"]) > 0 and metadata["fmnist.tta_flip"] in ("true", "false")
+    assert metadata["fmnist.export_format"] == "2"
     contract = json.loads(metadata["fmnist.preprocessing"])
     assert (contract["image_size"], contract["scale"], contract["background"]) == (28, 1 / 255, "black")
-    assert "softmax(logits / temperature)" in contract["description"]
+    assert "softmax(logits / temperature)" in contract["description"] and "uint8" in contract["description"]
     assert json.loads(metadata["fmnist.model"])["name"] == "seed_cnn"
+    assert (tmp_path / "prepare_photo.py").read_text().startswith("# fmnist photo preparation reference")
+
+
+def test_old_float_input_exports_are_refused_with_the_fix(tiny_run: Path, tmp_path: Path, run_fmnist):
+    """A file of the first export format (float (N, 1, 28, 28) in, logits out), as older
+    versions wrote it: refused in one line naming the fix, never misread."""
+    import onnx
+
+    from fmnist.models import load_model
+
+    old = tmp_path / "old.onnx"
+    loaded = load_model(tiny_run)
+    torch.onnx.export(loaded.module, (torch.zeros(2, 1, 28, 28),), str(old), input_names=["images"], output_names=["logits"],
+                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
+    model = onnx.load(str(old))
+    onnx.helper.set_model_props(model, {"fmnist.class_names": json.dumps(loaded.card.class_names), "fmnist.temperature": "1.0"})
+    onnx.save(model, str(old))
+    with pytest.raises(RunError, match="exported by an older fmnist .*re-export it with `fmnist export` of this version"):
+        load_predictor(old, backend="onnxruntime")
+    run_fmnist("evaluate", str(old), "--data", str(tiny_run.parent / "data")).error_line("exported by an older fmnist")
 
 
 @pytest.mark.parametrize(
@@ -76,18 +102,22 @@ def test_every_registered_model_exports_to_both_formats(name: str, tmp_path: Pat
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
-def test_torchscript_loads_without_fmnist_and_carries_the_metadata(tiny_run: Path, tmp_path: Path):
+def test_torchscript_is_self_contained_and_carries_the_metadata(tiny_run: Path, tmp_path: Path):
     out = tmp_path / "model.pt"
     result = export_model(tiny_run, out, fmt="torchscript", data=tiny_run.parent / "data")
     assert result.format == "torchscript" and result.max_probability_difference < 1e-6
     extra = {"fmnist.json": ""}
     scripted = torch.jit.load(str(out), _extra_files=extra)
     metadata = json.loads(extra["fmnist.json"])
+    assert metadata["fmnist.export_format"] == "2" and len(json.loads(metadata["fmnist.class_names"])) == 10
     images = load("test", tiny_run.parent / "data", download=False, progress=False).images
-    inputs = torch.from_numpy(images[:, None].astype(np.float32) / 255)
     with torch.inference_mode():
-        probabilities = torch.softmax(scripted(inputs) / float(metadata["fmnist.temperature"]), dim=1).numpy()
-    assert np.abs(probabilities - load_predictor(tiny_run).probabilities(images)).max() < 1e-5
+        probabilities, logits = scripted(torch.from_numpy(images))  # uint8 (N, 28, 28) as stored
+        again, _ = scripted(torch.from_numpy(images[:, None]))
+    expected = load_predictor(tiny_run)
+    assert np.abs(probabilities.numpy() - expected.probabilities(images)).max() < 1e-5
+    assert np.abs(logits.numpy() - expected.logits(images)).max() < 1e-4
+    np.testing.assert_array_equal(again.numpy(), probabilities.numpy())
 
 
 def test_int8_reports_a_measured_accuracy_drop_and_works_in_onnxruntime(tiny_run: Path, tmp_path: Path, capsys):

@@ -1,11 +1,16 @@
-"""Export a trained model to ONNX (optionally int8-quantized) or TorchScript.
+"""Export a trained model to ONNX (optionally int8-quantized) or TorchScript, self-contained.
 
-Both formats take the preprocessing contract's input, float32 images (N, 1, 28, 28) in
-[0, 1] with the garment light on black, and return logits (N, 10); the batch axis is
-dynamic. The ONNX file's metadata carries the contract, the class names, the calibration
-temperature and the test-time flip flag, so ``OnnxPredictor`` (and any other runtime)
-needs no other file. Every export is checked against PyTorch before it is reported done:
-probabilities must agree within ``PARITY_TOLERANCE`` (int8 is reported, not held to it).
+Both formats take what the dataset stores: uint8 images (N, 28, 28) (or (N, 1, 28, 28)),
+the garment light on black, and return ``probabilities`` (calibrated: the temperature and,
+when the run uses it, the test-time flip are inside the graph) and ``logits`` (before the
+temperature, flip-averaged); the batch axis is dynamic. So a plain ONNX Runtime user needs
+no other file, and no fmnist: the graph is the model wrapped in ``SelfContained`` (scaling
+by the preprocessing contract, the flip average, /T, softmax). The metadata carries the
+contract, the class names, the temperature and the flip flag. Every export is read back
+through fmnist's predictor for that format and checked against the PyTorch predictor before
+it is reported done: probabilities must agree within ``PARITY_TOLERANCE`` (int8 is
+reported, not held to it). Next to the model ``fmnist export`` writes ``prepare_photo.py``,
+the photo -> 28x28 steps in numpy and Pillow only (fmnist/inference/standalone_photo.py).
 """
 
 from __future__ import annotations
@@ -29,16 +34,23 @@ import fmnist
 from fmnist import extras
 from fmnist.data.contract import CONTRACT
 from fmnist.errors import ConfigError, DataError, RunError
-from fmnist.files import atomic_path, refuse_overwriting
+from fmnist.files import atomic_path, atomic_write_text, refuse_overwriting
 from fmnist.inference.predictor import (
+    EXPORT_FORMAT,
+    INPUT_NAME,
     META_CLASS_NAMES,
+    META_EXPORT_FORMAT,
     META_MODEL,
     META_PREPROCESSING,
     META_TEMPERATURE,
     META_TTA_FLIP,
+    OUTPUT_LOGITS,
+    OUTPUT_PROBABILITIES,
+    TORCHSCRIPT_METADATA,
     OnnxPredictor,
+    Predictor,
     TorchPredictor,
-    softmax,
+    TorchScriptPredictor,
 )
 from fmnist.models.saved import LoadedModel
 from fmnist.training.run_folder import files_of_run_around
@@ -49,14 +61,38 @@ CHECK_IMAGES = 1000  # images the parity check runs on
 CALIBRATION_IMAGES = 1024  # training images that set the int8 activation ranges
 CALIBRATION_BATCH = 32  # equal batches: some ORT calibrators cannot stack a short last one
 OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "images", "logits"
-TORCHSCRIPT_METADATA = "fmnist.json"  # the extra file inside a TorchScript archive
+PHOTO_REFERENCE = "prepare_photo.py"  # written next to the exported model
 CONTRACT_TEXT = (
-    "input 'images': float32 (N, 1, 28, 28), uint8 pixel / 255, light garment on black (0); "
-    "normalisation is inside the model. output 'logits': float32 (N, C). "
-    "probabilities = softmax(logits / temperature); with tta_flip, average the logits of the "
-    "image and its left-right mirror first."
+    f"input '{INPUT_NAME}': uint8 (N, {CONTRACT.image_size}, {CONTRACT.image_size}) or "
+    f"(N, 1, {CONTRACT.image_size}, {CONTRACT.image_size}), dataset-style: light garment on black (0); "
+    f"scaling (pixel / 255) and normalisation are inside the model. outputs '{OUTPUT_PROBABILITIES}' "
+    f"float32 (N, C): calibrated, softmax(logits / temperature), and '{OUTPUT_LOGITS}' float32 (N, C): "
+    "before the temperature; with tta_flip both already average the image and its left-right mirror. "
+    f"Photos: prepare them with {PHOTO_REFERENCE} (numpy + Pillow), written next to the model."
 )
+
+
+class SelfContained(nn.Module):
+    """The exported graph: uint8 images (N, S, S) or (N, 1, S, S) -> (probabilities, logits).
+
+    Scaling by the contract, the optional flip average (image and mirror in one batch of
+    2N, so the network appears once in the graph), the temperature and the softmax: the
+    steps fmnist's Predictor applies in Python, here inside the file."""
+
+    def __init__(self, module: nn.Module, *, classes: int, temperature: float, tta_flip: bool) -> None:
+        super().__init__()
+        self.module, self.classes, self.temperature, self.tta_flip = module, classes, float(temperature), bool(tta_flip)
+        self.size, self.scale = CONTRACT.image_size, float(CONTRACT.scale)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = images.reshape(-1, 1, self.size, self.size).to(torch.float32) * self.scale
+        if self.tta_flip:
+            both = self.module(torch.cat([inputs, inputs.flip(-1)])).float()
+            pair = both.reshape(2, -1, self.classes)  # a constant: the class axis stays static
+            logits = (pair[0] + pair[1]) / 2
+        else:
+            logits = self.module(inputs).float()
+        return torch.softmax(logits / self.temperature, dim=1), logits
 
 
 @dataclass
@@ -84,6 +120,7 @@ class ExportResult:
     check_source: str  # where they came from
     max_probability_difference: float  # against PyTorch
     int8: Int8Report | None = None
+    photo_reference: str = ""  # what happened to prepare_photo.py next to the model
 
     def summary(self) -> dict:
         """Flat key -> value pairs for printing."""
@@ -94,6 +131,8 @@ class ExportResult:
             "parity check": f"max |dprob| {self.max_probability_difference:.2e} vs PyTorch "
             f"on {self.check_images} {self.check_source} images",
         }
+        if self.photo_reference:
+            rows["photo preparation"] = self.photo_reference
         if self.int8:
             report = self.int8
             rows["int8 accuracy drop"] = (
@@ -166,6 +205,7 @@ def _metadata(loaded: LoadedModel) -> dict[str, str]:
         META_PREPROCESSING: json.dumps({**card.preprocessing, "description": CONTRACT_TEXT}),
         # The source by its run folder and file name: no path of the exporting machine.
         META_MODEL: json.dumps({"name": card.model, "args": card.model_args, "source": _source_name(loaded.path)}),
+        META_EXPORT_FORMAT: EXPORT_FORMAT,
         "fmnist.version": fmnist.__version__,
     }
 
@@ -181,13 +221,16 @@ def _check_images(data: str | Path | None) -> tuple[np.ndarray, str]:
         if data is not None:
             raise
         rng = np.random.default_rng(0)
-        return rng.integers(0, 256, size=(CHECK_IMAGES, 28, 28), dtype=np.uint8), "random"
+        size = CONTRACT.image_size
+        return rng.integers(0, 256, size=(CHECK_IMAGES, size, size), dtype=np.uint8), "random"
     rng = np.random.default_rng(0)
     return images[rng.choice(len(images), min(CHECK_IMAGES, len(images)), replace=False)], "training"
 
 
-def _parity(reference: TorchPredictor, probabilities: np.ndarray, images: np.ndarray) -> float:
-    difference = float(np.abs(reference.probabilities(images) - probabilities).max())
+def _parity(reference: TorchPredictor, exported: Predictor, images: np.ndarray) -> float:
+    """max |dprob| of the exported file (read back by fmnist's predictor for its format)
+    against the PyTorch predictor; RunError at PARITY_TOLERANCE or more."""
+    difference = float(np.abs(reference.probabilities(images) - exported.probabilities(images)).max())
     if not difference < PARITY_TOLERANCE:
         raise RunError(
             f"exported model disagrees with PyTorch: max |dprob| {difference:.2e} >= {PARITY_TOLERANCE:g}",
@@ -196,12 +239,36 @@ def _parity(reference: TorchPredictor, probabilities: np.ndarray, images: np.nda
     return difference
 
 
+def self_contained(loaded: LoadedModel) -> tuple[nn.Module, torch.Tensor]:
+    """The graph to export (``SelfContained`` around an exporter-friendly copy of the
+    model) and a uint8 sample batch (2, S, S) to trace it with."""
+    size = CONTRACT.image_size
+    module = exportable_module(loaded.module, torch.zeros(2, CONTRACT.channels, size, size))
+    card = loaded.card
+    wrapped = SelfContained(module, classes=len(card.class_names), temperature=card.temperature, tta_flip=card.tta_flip)
+    return wrapped.eval(), torch.zeros(2, size, size, dtype=torch.uint8)
+
+
+def set_input_rank(model: object, dims: list[str | int] | None) -> None:
+    """Declare the ONNX graph input's shape as ``dims``, or (None) leave its rank open, so
+    ONNX Runtime takes both (N, S, S) and (N, 1, S, S): the graph reshapes either."""
+    shape = model.graph.input[0].type.tensor_type
+    shape.ClearField("shape")
+    if dims is not None:
+        for dim in dims:
+            entry = shape.shape.dim.add()
+            if isinstance(dim, int):
+                entry.dim_value = dim
+            else:
+                entry.dim_param = dim
+
+
 def write_onnx(loaded: LoadedModel, path: Path) -> None:
-    """Write the float32 ONNX model with a dynamic batch axis and fmnist metadata."""
+    """Write the self-contained float32 ONNX model (dynamic batch, open input rank) with
+    fmnist metadata."""
     import onnx
 
-    sample = torch.zeros(2, 1, CONTRACT.image_size, CONTRACT.image_size)
-    module = exportable_module(loaded.module, sample)
+    wrapped, sample = self_contained(loaded)
     with warnings.catch_warnings():
         # The TorchScript-based exporter is deprecated in favour of the dynamo one, which
         # needs onnxscript (not a dependency); it still exports these models exactly.
@@ -210,19 +277,20 @@ def write_onnx(loaded: LoadedModel, path: Path) -> None:
         # Shape checks inside models are traced as constants: right, since 28x28 is fixed.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
-            module,
+            wrapped,
             (sample,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=[OUTPUT_PROBABILITIES, OUTPUT_LOGITS],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_PROBABILITIES: {0: "batch"}, OUTPUT_LOGITS: {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
     model = onnx.load(str(path))
     onnx.helper.set_model_props(model, _metadata(loaded))
-    model.doc_string = f"fmnist {loaded.card.model} Fashion-MNIST classifier. {CONTRACT_TEXT}"
-    onnx.checker.check_model(model)
+    model.doc_string = f"fmnist {loaded.card.model} classifier. {CONTRACT_TEXT}"
+    onnx.checker.check_model(model)  # with the traced input shape: the checker wants one
+    set_input_rank(model, None)
     onnx.save(model, str(path))
 
 
@@ -232,38 +300,31 @@ def export_onnx(model: str | Path, out: Path, *, data: str | Path | None = None)
     images, source = _check_images(data)
     with atomic_path(out) as temporary:
         write_onnx(reference.model, temporary)
-        difference = _parity(reference, OnnxPredictor(temporary).probabilities(images), images)
+        difference = _parity(reference, OnnxPredictor(temporary), images)
     return ExportResult(out, "onnx", len(images), source, difference)
 
 
 def export_torchscript(model: str | Path, out: Path, *, data: str | Path | None = None) -> ExportResult:
-    """Export to TorchScript (traced; metadata in the archive's extra file fmnist.json) and
-    check it against the eager model."""
+    """Export to TorchScript (traced ``SelfContained``: uint8 images in, (probabilities,
+    logits) out; metadata in the archive's extra file fmnist.json) and check it against
+    the eager model."""
     reference = TorchPredictor(model)
-    loaded = reference.model
     images, source = _check_images(data)
-    sample = torch.zeros(2, 1, CONTRACT.image_size, CONTRACT.image_size)
+    wrapped, sample = self_contained(reference.model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is in maintenance mode
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks: 28x28 is fixed
-        traced = torch.jit.trace(copy.deepcopy(loaded.module).eval(), sample)
+        traced = torch.jit.trace(wrapped, sample)
         with atomic_path(out) as temporary:
-            metadata = json.dumps(_metadata(loaded))
+            metadata = json.dumps(_metadata(reference.model))
             # Serialised in memory, then written by Python: torch.jit.save writing to a full
             # disk aborts the whole process (a C++ exception in a destructor), where a
             # Python write raises an OSError that atomic_path reports.
             archive = io.BytesIO()
             torch.jit.save(traced, archive, _extra_files={TORCHSCRIPT_METADATA: metadata})
             temporary.write_bytes(archive.getvalue())
-            reloaded = torch.jit.load(str(temporary))
-            inputs = torch.from_numpy(images[:, None].astype(np.float32) * np.float32(CONTRACT.scale))
-            with torch.inference_mode():
-                logits = reloaded(inputs)
-                if loaded.card.tta_flip:
-                    logits = (logits + reloaded(inputs.flip(-1))) / 2
-            probabilities = softmax(logits.numpy(), loaded.card.temperature)
-            difference = _parity(reference, probabilities, images)
+            difference = _parity(reference, TorchScriptPredictor(temporary), images)
     return ExportResult(out, "torchscript", len(images), source, difference)
 
 
@@ -282,9 +343,8 @@ class _Calibration:
     """ONNX Runtime's CalibrationDataReader protocol over training images, in equal batches."""
 
     def __init__(self, images: np.ndarray) -> None:
-        inputs = images[:, None].astype(np.float32) * np.float32(CONTRACT.scale)
-        size = CALIBRATION_BATCH
-        self.batches = iter([{INPUT_NAME: inputs[i : i + size]} for i in range(0, len(inputs) - size + 1, size)])
+        size = CALIBRATION_BATCH  # the graph takes the uint8 images as they are
+        self.batches = iter([{INPUT_NAME: images[i : i + size]} for i in range(0, len(images) - size + 1, size)])
 
     def get_next(self) -> dict | None:
         return next(self.batches, None)
@@ -303,6 +363,7 @@ def quantize_onnx(float_path: Path, out: Path, *, data: str | Path | None = None
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from fmnist.data import load
+    from fmnist.evaluation.predictions import predict
 
     train = load("train", data, progress=False)
     test = load("test", data, progress=False)
@@ -312,8 +373,12 @@ def quantize_onnx(float_path: Path, out: Path, *, data: str | Path | None = None
         raise DataError(f"int8 calibration needs at least {CALIBRATION_BATCH} training images", "pass a larger --data")
     calibration = train.images[rng.choice(len(train.images), count, replace=False)]
     with tempfile.TemporaryDirectory(prefix="fmnist-int8-") as folder:
-        prepared, quantized = Path(folder) / "prepared.onnx", Path(folder) / "int8.onnx"
-        quant_pre_process(str(float_path), str(prepared))
+        ranked, prepared, quantized = (Path(folder) / name for name in ("ranked.onnx", "prepared.onnx", "int8.onnx"))
+        # Shape inference wants a known input rank: (N, S, S) while quantizing, opened after.
+        ranked_model = onnx.load(str(float_path))
+        set_input_rank(ranked_model, ["batch", CONTRACT.image_size, CONTRACT.image_size])
+        onnx.save(ranked_model, str(ranked))
+        quant_pre_process(str(ranked), str(prepared))
         graph = onnx.load(str(prepared)).graph
         # Kept in float: the input normalisation and the first convolution, which sees the
         # image itself. fast_cnn's whitening stem multiplies pixel differences by
@@ -322,7 +387,13 @@ def quantize_onnx(float_path: Path, out: Path, *, data: str | Path | None = None
         # 0.0 (top-1 agreement with the float model 94.9% vs 99.8%). Its one input channel
         # makes it a small share of the work.
         first_conv = next(node.name for node in graph.node if node.op_type == "Conv")
-        before_first_conv = [node.name for node in graph.node[: [n.name for n in graph.node].index(first_conv)]]
+        names = [node.name for node in graph.node]
+        before_first_conv = names[: names.index(first_conv)]
+        # Kept in float too: everything after the classifier's last Gemm/MatMul, i.e. the
+        # flip average, /T and the softmax; quantized, the probabilities came out in steps
+        # of 1/255 (max |dprob| 2.6e-3 against the same graph's logits through a float softmax).
+        last_product = max((i for i, node in enumerate(graph.node) if node.op_type in ("Gemm", "MatMul")), default=len(names))
+        after_classifier = names[last_product + 1 :]
         quantize_static(
             str(prepared),
             str(quantized),
@@ -332,23 +403,23 @@ def quantize_onnx(float_path: Path, out: Path, *, data: str | Path | None = None
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=[*before_first_conv, first_conv],
+            nodes_to_exclude=[*before_first_conv, first_conv, *after_classifier],
             # A BatchNorm that is not folded into a convolution (fast_cnn pools between
             # them) has 1-D weights: one scale per channel along axis 0, not the default 1,
             # which ONNX Runtime would reject with a warning and quantize per tensor.
             extra_options={"QDQOpTypePerChannelSupportToAxis": {"BatchNormalization": 0}},
         )
         model = onnx.load(str(quantized))
+        set_input_rank(model, None)
         onnx.helper.set_model_props(model, {prop.key: prop.value for prop in onnx.load(str(float_path)).metadata_props})
         onnx.save(model, str(quantized))
         with atomic_path(out) as temporary:
             shutil.copyfile(quantized, temporary)
     threads = torch.get_num_threads()  # follows OMP_NUM_THREADS, as the PyTorch backend does
     float_model, int8_model = OnnxPredictor(float_path, threads=threads), OnnxPredictor(out, threads=threads)
-    float_probabilities = float_model.probabilities(test.images)
-    int8_probabilities = int8_model.probabilities(test.images)
-    float_accuracy = float((float_probabilities.argmax(1) == test.labels).mean())
-    int8_accuracy = float((int8_probabilities.argmax(1) == test.labels).mean())
+    float_predictions = predict(float_model, test.images, test.labels)
+    int8_predictions = predict(int8_model, test.images, test.labels)
+    float_accuracy, int8_accuracy = float_predictions.accuracy(), int8_predictions.accuracy()
     float_speed = _images_per_second(float_model, test.images)
     int8_speed = _images_per_second(int8_model, test.images)
     return Int8Report(
@@ -362,7 +433,7 @@ def quantize_onnx(float_path: Path, out: Path, *, data: str | Path | None = None
         speedup=round(int8_speed / float_speed, 3),
         float_bytes=float_path.stat().st_size,
         int8_bytes=out.stat().st_size,
-        max_probability_difference=float(np.abs(float_probabilities - int8_probabilities).max()),
+        max_probability_difference=float(np.abs(float_predictions.probabilities - int8_predictions.probabilities).max()),
     )
 
 
@@ -397,12 +468,37 @@ def export_model(
         raise ConfigError(f"--out {out} is a folder", "give a file name, e.g. model.onnx")
     refuse_overwriting(out, [*files_of_run_around(model), *_data_files(data)])
     if fmt == "torchscript":
-        return export_torchscript(model, out, data=data)
-    extras.require("export", feature="ONNX export")
-    if not int8:
-        return export_onnx(model, out, data=data)
-    with tempfile.TemporaryDirectory(prefix="fmnist-export-") as folder:
-        float_path = Path(folder) / "model.onnx"
-        result = export_onnx(model, float_path, data=data)
-        report = quantize_onnx(float_path, out, data=data)
-    return ExportResult(out, "onnx", result.check_images, result.check_source, result.max_probability_difference, report)
+        result = export_torchscript(model, out, data=data)
+    else:
+        extras.require("export", feature="ONNX export")
+        if not int8:
+            result = export_onnx(model, out, data=data)
+        else:
+            with tempfile.TemporaryDirectory(prefix="fmnist-export-") as folder:
+                float_path = Path(folder) / "model.onnx"
+                checked = export_onnx(model, float_path, data=data)
+                report = quantize_onnx(float_path, out, data=data)
+            result = ExportResult(out, "onnx", checked.check_images, checked.check_source, checked.max_probability_difference, report)
+    result.photo_reference = write_photo_reference(out.parent)
+    return result
+
+
+PHOTO_REFERENCE_MARK = "# fmnist photo preparation reference"  # the first line of the file written
+
+
+def write_photo_reference(folder: Path) -> str:
+    """Write prepare_photo.py (numpy + Pillow only) into ``folder``; a file of that name
+    that fmnist did not write is left alone. Returns what happened, for the summary."""
+    from fmnist.inference import standalone_photo
+
+    path = folder / PHOTO_REFERENCE
+    text = Path(standalone_photo.__file__).read_text()
+    if path.exists():
+        try:
+            ours = path.is_file() and path.read_text(errors="replace").startswith(PHOTO_REFERENCE_MARK)
+        except OSError:
+            ours = False
+        if not ours:
+            return f"{path} exists and is not fmnist's: left as it is"
+    atomic_write_text(path, text)
+    return f"{path} (photo -> {CONTRACT.image_size}x{CONTRACT.image_size} uint8, numpy + Pillow)"

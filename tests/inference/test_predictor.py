@@ -1,5 +1,5 @@
-"""Predictors: the same checks over every backend, cross-checked against the evaluation
-path (fmnist.models.forward.predict_logits), and every way loading one can go wrong."""
+"""Predictors: the same checks over every backend, cross-checked against the model run by
+hand (scaling, flip average, temperature, softmax), and every way loading one can go wrong."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from fmnist.data import load
-from fmnist.errors import ConfigError, RunError
+from fmnist.errors import ConfigError, DataError, RunError
 from fmnist.export import export_model
 from fmnist.inference import BACKENDS, UNCERTAIN, load_predictor, top_k
 from fmnist.models import load_model, save_model
-from fmnist.models.forward import predict_logits
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +76,17 @@ def test_torch_backend_matches_the_evaluation_path_with_temperature_and_flip(cal
     predictor = load_predictor(calibrated_model)
     assert predictor.temperature == 2.5 and predictor.tta_flip
     loaded = load_model(calibrated_model)
-    expected = torch.softmax(predict_logits(loaded.module, images, tta_flip=True) / 2.5, dim=1).numpy()
+    inputs = torch.from_numpy(images[:, None].astype(np.float32) / 255)
+    with torch.inference_mode():
+        logits = (loaded.module(inputs) + loaded.module(inputs.flip(-1))) / 2
+        plain_logits = loaded.module(inputs)
+    expected = torch.softmax(logits / 2.5, dim=1).numpy()
     np.testing.assert_allclose(predictor.probabilities(images), expected, atol=1e-6)
-    plain = torch.softmax(predict_logits(loaded.module, images), dim=1).numpy()
+    np.testing.assert_allclose(predictor.logits(images), logits.numpy(), atol=1e-5)
+    plain = torch.softmax(plain_logits, dim=1).numpy()
     assert np.abs(predictor.probabilities(images) - plain).max() > 1e-3  # the options changed something
+    # Per call: the raw logits at temperature 1 without the flip are the model's own.
+    np.testing.assert_allclose(predictor.probabilities(images, tta_flip=False, temperature=1.0), plain, atol=1e-6)
 
 
 def test_onnx_backend_carries_temperature_and_flip(calibrated_model, tiny_images, tmp_path, tiny_run):
@@ -117,9 +123,11 @@ def test_top_k_ranks_and_abstains():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_wrong_image_arrays_are_refused(backend, tiny_run, tiny_onnx):
     predictor = load_predictor(model_source(backend, tiny_run, tiny_onnx), backend=backend)
-    for images in (np.zeros((2, 28, 28), np.float32), np.zeros((2, 32, 32), np.uint8), np.zeros((2, 1, 28, 28), np.uint8)):
-        with pytest.raises(ValueError, match=r"expected uint8 images \(N, 28, 28\)"):
+    for images in (np.zeros((2, 28, 28), np.float32), np.zeros((2, 32, 32), np.uint8), np.zeros((2, 3, 28, 28), np.uint8)):
+        with pytest.raises(DataError, match=r"expected uint8 images of shape \(N, 28, 28\)"):
             predictor.probabilities(images)
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    np.testing.assert_array_equal(predictor.probabilities(images[:, None]), predictor.probabilities(images))
 
 
 def test_loading_refuses_what_it_cannot_use(tmp_path, tiny_run, tiny_onnx):

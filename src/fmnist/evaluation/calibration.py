@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from fmnist.errors import RunError
+from fmnist.inference.predictor import TorchPredictor, softmax
 from fmnist.models import LoadedModel, load_model, resolve_model_path, save_model
-from fmnist.models.forward import predict_logits
 from fmnist.run import Run
 
 DEFAULT_BINS = 15
@@ -75,10 +75,6 @@ def reliability_diagram(probabilities: np.ndarray, labels: np.ndarray, *, bins: 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, *, bins: int = DEFAULT_BINS) -> float:
     return reliability_diagram(probabilities, labels, bins=bins).ece
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return torch.softmax(torch.as_tensor(logits, dtype=torch.float64) / temperature, dim=1).numpy()
 
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
@@ -155,7 +151,7 @@ def calibrate_model(
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         raise RunError(f"{model.path}: the validation split is empty", "train with a --val-fraction above 0")
-    logits = predict_logits(model.module, images, tta_flip=model.card.tta_flip).numpy()
+    logits = TorchPredictor(model).logits(images)  # flip-averaged as the card says, before any temperature
     temperature = fit_temperature(logits, labels)
     return CalibrationResult(
         temperature=temperature,

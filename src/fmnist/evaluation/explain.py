@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmnist.data.contract import to_model_input
-from fmnist.errors import ConfigError, DataError
+from fmnist.errors import ConfigError
+from fmnist.inference.predictor import TorchPredictor, check_images
 from fmnist.models import LoadedModel
 
 METHODS = ("gradcam", "occlusion")
@@ -74,6 +75,7 @@ def gradcam(module: nn.Module, images: np.ndarray, targets: np.ndarray | None = 
         raise ConfigError(f"model {type(module).__name__} has no Conv2d layer for Grad-CAM", "use --method occlusion")
     calls: list[tuple[nn.Module, torch.Tensor]] = []
     leaves = [m for m in module.modules() if next(m.children(), None) is None]
+    images = check_images(images)
     handles = [leaf.register_forward_hook(lambda m, _inputs, output: calls.append((m, output))) for leaf in leaves]
     try:
         with torch.enable_grad():
@@ -92,27 +94,33 @@ def gradcam(module: nn.Module, images: np.ndarray, targets: np.ndarray | None = 
     return _normalise(cam[:, 0])
 
 
-@torch.inference_mode()
+def _predictor(model: nn.Module | TorchPredictor) -> TorchPredictor:
+    return model if isinstance(model, TorchPredictor) else TorchPredictor.of_module(model)
+
+
 def occlusion(
-    module: nn.Module, images: np.ndarray, targets: np.ndarray | None = None, *, patch: int = 6, stride: int = 2
+    model: nn.Module | TorchPredictor, images: np.ndarray, targets: np.ndarray | None = None, *, patch: int = 6, stride: int = 2
 ) -> np.ndarray:
-    """Occlusion maps (N, 28, 28): the drop in the target class's probability when a
-    ``patch`` x ``patch`` square around each pixel is set to background (0)."""
-    inputs = to_model_input(images)  # (N, 1, 28, 28)
-    probabilities = torch.softmax(module(inputs).float(), dim=1)
-    classes = _targets(probabilities, targets)
-    base = probabilities.gather(1, classes[:, None])[:, 0]
-    size = inputs.shape[-1]
-    drops = torch.zeros(len(inputs), size, size)
-    counts = torch.zeros(size, size)
+    """Occlusion maps (N, 28, 28): the drop in the target class's probability (through the
+    predictor, without flip averaging) when a ``patch`` x ``patch`` square around each
+    pixel is set to background (0)."""
+    predictor = _predictor(model)
+    images = check_images(images)
+    probabilities = predictor.probabilities(images, tta_flip=False)
+    classes = probabilities.argmax(axis=1) if targets is None else np.asarray(targets, dtype=np.int64)
+    rows = np.arange(len(images))
+    base = probabilities[rows, classes]
+    size = images.shape[-1]
+    drops = np.zeros((len(images), size, size), np.float32)
+    counts = np.zeros((size, size), np.float32)
     for top in range(0, size - patch + 1, stride):
         for left in range(0, size - patch + 1, stride):
-            occluded = inputs.clone()
-            occluded[..., top : top + patch, left : left + patch] = 0
-            probability = torch.softmax(module(occluded).float(), dim=1).gather(1, classes[:, None])[:, 0]
+            occluded = images.copy()
+            occluded[:, top : top + patch, left : left + patch] = 0
+            probability = predictor.probabilities(occluded, tta_flip=False)[rows, classes]
             drops[:, top : top + patch, left : left + patch] += (base - probability)[:, None, None]
             counts[top : top + patch, left : left + patch] += 1
-    return _normalise(F.relu(drops / counts.clamp_min(1)))
+    return _normalise(F.relu(torch.from_numpy(drops / np.maximum(counts, 1))))
 
 
 @dataclass(frozen=True)
@@ -131,26 +139,25 @@ def explain(model: LoadedModel, images: np.ndarray, *, method: str = "gradcam", 
     from fmnist.inference.combined import refuse_specialist
 
     refuse_specialist(model, "explain its base run instead: fmnist explain {base} IMAGES")
-    images = np.asarray(images, dtype=np.uint8)
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DataError(f"expected images of shape (N, 28, 28), got {images.shape}")
-    if target is not None and not 0 <= target < len(model.card.class_names):
-        raise ConfigError(f"class index {target} out of range", f"use 0..{len(model.card.class_names) - 1}")
-    with torch.inference_mode():
-        logits = model.module(to_model_input(images)).float()
-    probabilities = torch.softmax(logits / model.card.temperature, dim=1).numpy()
+    predictor = TorchPredictor(model)
+    images = check_images(images)
+    if target is not None and not 0 <= target < len(predictor.class_names):
+        raise ConfigError(f"class index {target} out of range", f"use 0..{len(predictor.class_names) - 1}")
+    probabilities = predictor.probabilities(images, tta_flip=False)
     targets = probabilities.argmax(axis=1) if target is None else np.full(len(images), target)
     used = "gradcam" if method == "gradcam" and last_conv(model.module) is not None else "occlusion"
-    maps = saliency(model.module, images, targets, method=method)
+    maps = saliency(predictor, images, targets, method=method)
     return Explanation(maps=maps, probabilities=probabilities, targets=targets.astype(np.int64), method=used)
 
 
-def saliency(module: nn.Module, images: np.ndarray, targets: np.ndarray | None = None, *, method: str = "gradcam") -> np.ndarray:
+def saliency(
+    model: nn.Module | TorchPredictor, images: np.ndarray, targets: np.ndarray | None = None, *, method: str = "gradcam"
+) -> np.ndarray:
     """Saliency maps by ``method`` ("gradcam", falling back to occlusion for a model
     without convolutions, or "occlusion")."""
     if method not in METHODS:
         raise ConfigError(f"unknown saliency method {method!r}", f"use one of {', '.join(METHODS)}")
-    images = np.asarray(images, dtype=np.uint8)
+    module = model.module if isinstance(model, TorchPredictor) else model
     if method == "gradcam" and last_conv(module) is not None:
         return gradcam(module, images, targets)
-    return occlusion(module, images, targets)
+    return occlusion(model, images, targets)

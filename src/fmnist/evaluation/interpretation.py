@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from fmnist.models.forward import predict_logits
 from torch import nn
 
 from fmnist import extras
 from fmnist.data import Split, load
 from fmnist.errors import RunError
 from fmnist.evaluation.predictions import Predictions, bootstrap_ci, predict
+from fmnist.inference.predictor import TorchPredictor
 from fmnist.models import LoadedModel, load_model
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class FeatureRecorder:
         self.batches.append(inputs[0].detach().flatten(1).float().cpu())
 
     def features(self, *, tta_flip: bool) -> np.ndarray:
-        """float32 (N, D). predict_logits runs each batch, then (with tta_flip) its mirror."""
+        """float32 (N, D). The predictor runs each batch, then (with tta_flip) its mirror."""
         if not self.batches:
             return np.zeros((0, 0), dtype=np.float32)
         if tta_flip:
@@ -97,7 +97,7 @@ def penultimate_features(
     (averaged over each image and its mirror with ``tta_flip``, as the logits are)."""
     recorder = FeatureRecorder(module)
     try:
-        predict_logits(module, images, batch_size=batch_size, tta_flip=tta_flip)
+        TorchPredictor.of_module(module, tta_flip=tta_flip).logits(images, batch_size=batch_size)
     finally:
         recorder.remove()
     return recorder.features(tta_flip=tta_flip)

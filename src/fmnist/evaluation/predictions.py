@@ -7,12 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from fmnist.models.forward import predict_logits
 from sklearn.metrics import classification_report, confusion_matrix
 
-from fmnist.data.classes import CLASS_NAMES
-from fmnist.errors import DataError, RunError
+from fmnist.inference.predictor import Predictor, TorchPredictor, check_images
 from fmnist.models.saved import LoadedModel
 
 
@@ -115,26 +112,21 @@ def bootstrap_ci(
 
 
 def predict(
-    model: LoadedModel,
+    model: Predictor | LoadedModel,
     images: np.ndarray,
     labels: np.ndarray,
     *,
     batch_size: int = 1024,
     tta_flip: bool | None = None,
 ) -> Predictions:
-    """Run ``model`` over uint8 ``images`` once; everything else is a view of the result."""
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
-        raise DataError(f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}")
-    flip = model.card.tta_flip if tta_flip is None else tta_flip
-    logits = predict_logits(model.module, images, batch_size=batch_size, tta_flip=flip)
-    probabilities = torch.softmax(logits / model.card.temperature, dim=1).numpy().astype(np.float32)
-    if not np.isfinite(probabilities).all():  # metrics of NaN would be silently wrong
-        bad = int((~np.isfinite(probabilities).all(axis=1)).sum())
-        raise RunError(f"{model.path}: the model's outputs are NaN or infinite for {bad} of {len(images)} images", "its weights are damaged; retrain it")
+    """Run a predictor (or a loaded model, through its TorchPredictor) over uint8 ``images``
+    once; everything else is a view of the result. ``tta_flip`` None: the model's own."""
+    predictor = TorchPredictor(model) if isinstance(model, LoadedModel) else model
+    logits, probabilities = predictor.outputs(images, batch_size=batch_size, tta_flip=tta_flip)
     return Predictions(
         probabilities=probabilities,
         labels=np.asarray(labels, dtype=np.int64),
-        images=images,
-        class_names=list(model.card.class_names or CLASS_NAMES),
-        logits=logits.numpy().astype(np.float32),
+        images=check_images(images),
+        class_names=list(predictor.class_names),
+        logits=logits,
     )

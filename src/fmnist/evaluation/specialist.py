@@ -10,7 +10,6 @@ fmnist.inference.combined, which prediction and serving use too.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 
@@ -18,28 +17,20 @@ import numpy as np
 from scipy.stats import binomtest
 
 from fmnist.evaluation.predictions import Predictions, predict
-from fmnist.inference.combined import combine_probabilities, load_base
+from fmnist.inference.combined import (  # noqa: F401 (the rule's names re-exported)
+    WEIGHT_GRID,
+    SpecialistPredictor,
+    choose_weight,
+    combine_probabilities,
+    load_base,
+    stand_in_logits,
+)
 from fmnist.models.saved import LoadedModel, load_model
 
 
 def specialist_info(model: LoadedModel) -> dict | None:
     """The model card's specialist section (group, classes, base_run), or None for a main model."""
     return model.card.extra.get("specialist")
-
-
-WEIGHT_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
-
-
-def choose_weight(base: np.ndarray, specialist: np.ndarray, labels: np.ndarray, classes: Sequence[int]) -> float:
-    """The specialist's share (on a 0.1 grid) with the most correct validation images.
-    Ties go to the smaller share: the specialist is consulted only as far as it strictly
-    helps on validation. Validation data only: the test split must never be used."""
-    correct = [
-        int((combine_probabilities(base, specialist, classes, weight=w).argmax(1) == labels).sum())
-        for w in WEIGHT_GRID
-    ]
-    best = max(correct)
-    return float(min(w for w, c in zip(WEIGHT_GRID, correct) if c == best))
 
 
 def predict_with_specialist(
@@ -55,24 +46,17 @@ def predict_with_specialist(
     Both are ordinary Predictions over the ten classes, so every view (confusion matrix,
     most confused, top losses) and a comparison of the two work as for any model.
     """
-    base = base if base is not None else load_base(specialist)
-    classes = specialist_info(specialist)["classes"]
-    base_predictions = predict(base, images, labels, tta_flip=tta_flip)
-    # The specialist's own labels (0..k-1) are not needed: only its probabilities are used,
-    # uncalibrated (temperature 1): its share was fitted on those at the end of training,
-    # before any temperature was, and the share is what scales its say in the combination.
-    raw = LoadedModel(specialist.module, dataclasses.replace(specialist.card, temperature=1.0), specialist.path)
-    specialist_probabilities = predict(raw, images, np.zeros(len(images), np.int64), tta_flip=tta_flip).probabilities
-    weight = float(specialist_info(specialist).get("weight", 1.0))
+    predictor = SpecialistPredictor(specialist, base if base is not None else load_base(specialist))
+    base_predictions = predict(predictor.base, images, labels, tta_flip=tta_flip)
+    probabilities = predictor.combine(base_predictions.probabilities, images, tta_flip=tta_flip)
     combined = Predictions(
-        probabilities=combine_probabilities(base_predictions.probabilities, specialist_probabilities, classes, weight=weight),
+        probabilities=probabilities,
         labels=base_predictions.labels,
         images=base_predictions.images,
         class_names=base_predictions.class_names,
+        # Views that need logits, such as calibration at temperature 1, work unchanged.
+        logits=stand_in_logits(probabilities),
     )
-    # Log-probabilities stand in for logits (a softmax gives the combination back), so
-    # views that need logits, such as calibration at temperature 1, work unchanged.
-    combined.logits = np.log(np.clip(combined.probabilities, 1e-12, None)).astype(np.float32)
     return combined, base_predictions
 
 

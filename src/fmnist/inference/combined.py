@@ -23,6 +23,8 @@ from fmnist.errors import RunError
 from fmnist.inference.predictor import Predictor, TorchPredictor, check_images
 from fmnist.models.saved import LoadedModel, load_model
 
+WEIGHT_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+
 
 def combine_probabilities(
     base: np.ndarray, specialist: np.ndarray, classes: Sequence[int], *, weight: float = 1.0
@@ -43,6 +45,18 @@ def combine_probabilities(
     conditional = (1.0 - weight) * within / np.clip(group_mass, 1e-12, None) + weight * specialist[routed]
     combined[np.ix_(routed, classes)] = group_mass * conditional
     return combined
+
+
+def choose_weight(base: np.ndarray, specialist: np.ndarray, labels: np.ndarray, classes: Sequence[int]) -> float:
+    """The specialist's share (on a 0.1 grid) with the most correct validation images.
+    Ties go to the smaller share: the specialist is consulted only as far as it strictly
+    helps on validation. Validation data only: the test split must never be used."""
+    correct = [
+        int((combine_probabilities(base, specialist, classes, weight=w).argmax(1) == labels).sum())
+        for w in WEIGHT_GRID
+    ]
+    best = max(correct)
+    return float(min(w for w, c in zip(WEIGHT_GRID, correct) if c == best))
 
 
 def base_run_path(specialist: LoadedModel) -> Path:
@@ -115,11 +129,26 @@ class SpecialistPredictor(Predictor):
         self.temperature = self.base.temperature  # the base's; the specialist's is not used
         self.tta_flip = self.base.tta_flip
 
-    def probabilities(self, images: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
-        images = check_images(images)
-        base = self.base.probabilities(images, batch_size=batch_size)
-        specialist = self.specialist.probabilities(images, batch_size=batch_size)
+    def combine(self, base: np.ndarray, images: np.ndarray, *, batch_size: int = 1024, tta_flip: bool | None = None) -> np.ndarray:
+        """The combined probabilities, given the base's probabilities ``base`` for ``images``."""
+        specialist = self.specialist.probabilities(images, batch_size=batch_size, tta_flip=tta_flip)
         return combine_probabilities(base, specialist, self.classes, weight=self.weight).astype(np.float32)
+
+    def outputs(
+        self, images: np.ndarray, *, batch_size: int = 1024, tta_flip: bool | None = None, temperature: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(log-probabilities, probabilities) of the combination: there are no logits of a
+        combination; log-probabilities stand in (a softmax at temperature 1 gives the
+        probabilities back). ``temperature`` rescales the base's logits."""
+        images = check_images(images)
+        base = self.base.probabilities(images, batch_size=batch_size, tta_flip=tta_flip, temperature=temperature)
+        probabilities = self.combine(base, images, batch_size=batch_size, tta_flip=tta_flip)
+        return stand_in_logits(probabilities), probabilities
+
+
+def stand_in_logits(probabilities: np.ndarray) -> np.ndarray:
+    """Log-probabilities, standing in for the logits a combination does not have."""
+    return np.log(np.clip(probabilities, 1e-12, None)).astype(np.float32)
 
 
 def load_specialist_predictor(specialist: LoadedModel, *, threads: int | None = None) -> SpecialistPredictor:

@@ -1,6 +1,7 @@
-"""Predictors: uint8 images (N, 28, 28) -> class probabilities, with the same behaviour
-for every backend (PyTorch, ONNX Runtime): the model card's calibration temperature and
-test-time flip are applied, and results come back as top-k predictions."""
+"""Predictors: uint8 images (N, 28, 28) -> logits and class probabilities, the one route
+from images to probabilities. Every backend (a PyTorch model, a TorchScript or ONNX export)
+supplies logits; the shared base applies the preprocessing contract's scaling, the test-time
+flip, the model card's calibration temperature and the softmax, and ranks the top-k."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fmnist.data.classes import IMAGE_SIZE
-from fmnist.data.contract import CONTRACT
-from fmnist.errors import ConfigError, RunError
+from fmnist.data.contract import CONTRACT, to_model_input
+from fmnist.errors import ConfigError, DataError, RunError
 
 if TYPE_CHECKING:
     from fmnist.models.saved import LoadedModel
@@ -20,12 +20,18 @@ if TYPE_CHECKING:
 BACKENDS = ("torch", "onnxruntime")
 ONNX_FILE = "model.onnx"  # the name `fmnist export` suggests inside a run folder
 UNCERTAIN = "uncertain"
-# Keys of the ONNX metadata_props that `fmnist export` writes and OnnxPredictor reads.
+# Keys of the metadata that `fmnist export` writes (ONNX metadata_props, TorchScript's fmnist.json).
 META_CLASS_NAMES = "fmnist.class_names"
 META_TEMPERATURE = "fmnist.temperature"
 META_TTA_FLIP = "fmnist.tta_flip"
 META_PREPROCESSING = "fmnist.preprocessing"
 META_MODEL = "fmnist.model"
+META_EXPORT_FORMAT = "fmnist.export_format"
+# Version 2: uint8 images in, probabilities and logits out (version 1 took float inputs and
+# returned logits only; such files are refused with the fix, re-exporting).
+EXPORT_FORMAT = "2"
+INPUT_NAME, OUTPUT_PROBABILITIES, OUTPUT_LOGITS = "images", "probabilities", "logits"
+TORCHSCRIPT_METADATA = "fmnist.json"  # the extra file inside a TorchScript archive
 
 
 @dataclass
@@ -66,25 +72,43 @@ def top_k(
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """float32 probabilities (N, C) of logits (N, C) divided by ``temperature``."""
-    scaled = logits.astype(np.float64) / temperature
+    """float32 probabilities (N, C) of logits (N, C) divided by ``temperature``: the
+    package's one softmax (evaluation, calibration and explanations use it too)."""
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
     scaled -= scaled.max(axis=1, keepdims=True)
     exp = np.exp(scaled)
     return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+class ImageArrayError(DataError, ValueError):
+    """An image array that is not uint8 (N, S, S) at the contract's image size S."""
+
+
 def check_images(images: np.ndarray) -> np.ndarray:
-    """``images`` as uint8 (N, 28, 28); a single (28, 28) image becomes a batch of one."""
+    """``images`` as uint8 (N, S, S), S the contract's image size (28): a single (S, S)
+    image becomes a batch of one, (N, 1, S, S) loses its channel axis."""
     images = np.asarray(images)
+    size = CONTRACT.image_size
     if images.ndim == 2:
         images = images[None]
-    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images (N, 28, 28), got {images.dtype} {images.shape}")
+    elif images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3 or images.shape[1:] != (size, size) or images.dtype != np.uint8:
+        raise ImageArrayError(
+            f"expected uint8 images of shape (N, {size}, {size}), got {images.dtype} {images.shape}",
+            "pass dataset-style images (prepare photos with fmnist.inference.prepare_photo)",
+        )
     return images
 
 
 class Predictor:
-    """Base of the backends. Subclasses set the attributes and implement ``logits``."""
+    """uint8 images -> logits and calibrated probabilities, the same for every backend.
+
+    The base owns every step but the model itself: the image check, the contract's
+    scaling, flip test-time augmentation, the temperature and the softmax. A backend
+    implements ``model_logits``; backends whose file has some steps built in say so with
+    ``takes_uint8`` / ``flip_inside`` (the self-contained exports of ``fmnist export``).
+    """
 
     backend: str  # "torch" or "onnxruntime"
     source: Path  # the model file that was loaded
@@ -92,39 +116,76 @@ class Predictor:
     class_names: list[str]
     temperature: float  # logits are divided by this before the softmax
     tta_flip: bool  # logits averaged over the image and its left-right mirror
+    takes_uint8 = False  # model_logits takes the uint8 images (N, S, S), not contract inputs
+    flip_inside = False  # model_logits already averages the flip (a file exported with tta_flip)
+    check_finite = True  # refuse NaN/infinite outputs (off only for the training loop's validation)
 
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
-        """float32 logits (N, C) of contract inputs float32 (N, 1, 28, 28) in [0, 1]."""
+    def model_logits(self, inputs: np.ndarray) -> np.ndarray:
+        """float32 logits (N, C) of contract inputs float32 (N, 1, S, S) in [0, 1] (or of
+        uint8 images (N, S, S) when ``takes_uint8``)."""
         raise NotImplementedError
 
-    def probabilities(self, images: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
-        """float32 (N, C) calibrated probabilities for uint8 images (N, 28, 28).
+    def outputs(
+        self,
+        images: np.ndarray,
+        *,
+        batch_size: int = 1024,
+        tta_flip: bool | None = None,
+        temperature: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, probabilities), float32 (N, C) each, for uint8 images (N, S, S).
 
-        Raises RunError when the model's outputs are not (N, C) or not finite: a NaN must
-        never become an answer (nor reach JSON, which has no NaN).
+        ``logits`` are before the temperature (flip-averaged with TTA); ``probabilities`` are
+        ``softmax(logits / temperature)``. ``tta_flip`` and ``temperature`` default to the
+        model's own. Raises RunError when the model's outputs are not (N, C) or not finite:
+        a NaN must never become an answer (nor reach JSON, which has no NaN).
         """
         images = check_images(images)
-        outputs = [np.zeros((0, len(self.class_names)), np.float32)]
+        flip = self.tta_flip if tta_flip is None else bool(tta_flip)
+        if self.flip_inside and not flip:
+            raise ConfigError(
+                f"{self.source}: this exported model averages each image with its mirror inside its graph",
+                "evaluate the run folder to switch test-time flip off",
+            )
+        temperature = self.temperature if temperature is None else temperature
+        if not 0 < temperature < float("inf"):
+            raise ConfigError(f"temperature must be a positive number, got {temperature}", "pass T > 0")
+        all_logits, all_probabilities = [], []
         for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size, None].astype(np.float32) * np.float32(CONTRACT.scale)
-            logits = self.logits(batch)
-            if self.tta_flip:
-                logits = (logits + self.logits(np.ascontiguousarray(batch[..., ::-1]))) / 2
-            probabilities = softmax(self._checked(logits, len(batch)), self.temperature)
-            if not np.isfinite(probabilities).all():  # logits finite, but too large for the softmax
+            batch = images[start : start + batch_size]
+            inputs = batch if self.takes_uint8 else to_model_input(batch).numpy()
+            logits = self._checked(self.model_logits(inputs), len(batch))
+            if flip and not self.flip_inside:
+                mirrored = self._checked(self.model_logits(np.ascontiguousarray(inputs[..., ::-1])), len(batch))
+                logits = (logits + mirrored) / 2
+            probabilities = softmax(logits, temperature)
+            if self.check_finite and not np.isfinite(probabilities).all():  # finite logits, too large for the softmax
                 raise self._non_finite(len(batch))
-            outputs.append(probabilities)
-        return np.concatenate(outputs)
+            all_logits.append(logits.astype(np.float32, copy=False))
+            all_probabilities.append(probabilities)
+        if not all_logits:  # no images
+            return np.zeros((0, len(self.class_names)), np.float32), np.zeros((0, len(self.class_names)), np.float32)
+        return np.concatenate(all_logits), np.concatenate(all_probabilities)
+
+    def logits(self, images: np.ndarray, **options) -> np.ndarray:
+        """float32 (N, C) logits before the temperature; options as ``outputs``."""
+        return self.outputs(images, **options)[0]
+
+    def probabilities(self, images: np.ndarray, **options) -> np.ndarray:
+        """float32 (N, C) calibrated probabilities; options as ``outputs``."""
+        return self.outputs(images, **options)[1]
 
     def _checked(self, logits: np.ndarray, count: int) -> np.ndarray:
         logits = np.asarray(logits)
+        if not self.class_names and logits.ndim == 2:  # a bare module: classes numbered by its width
+            self.class_names = [str(i) for i in range(logits.shape[1])]
         if logits.shape != (count, len(self.class_names)):
             raise RunError(
                 f"{self.source}: the model returned outputs of shape {logits.shape} for {count} images, "
                 f"expected ({count}, {len(self.class_names)})",
                 "the model file is corrupt; retrain or re-export it",
             )
-        if not np.isfinite(logits).all():
+        if self.check_finite and not np.isfinite(logits).all():
             raise self._non_finite(count)
         return logits
 
@@ -135,7 +196,7 @@ class Predictor:
         )
 
     def predict(self, images: np.ndarray, *, k: int = 5, min_confidence: float = 0.0) -> list[Prediction]:
-        """One Prediction per uint8 image (N, 28, 28), in input order."""
+        """One Prediction per uint8 image (N, S, S), in input order."""
         return top_k(self.probabilities(images), self.class_names, k=k, min_confidence=min_confidence)
 
 
@@ -144,10 +205,12 @@ def _short_name(path: Path) -> str:
 
 
 class TorchPredictor(Predictor):
-    """One PyTorch model file. A specialist run given as a path is refused: it answers only
+    """A PyTorch model: a model file, a loaded one, or (``of_module``) a bare nn.Module such
+    as the one being trained. A specialist run given as a path is refused: it answers only
     together with its base run (``load_predictor`` combines the two)."""
 
     backend = "torch"
+    channels_last = True  # the layout the CPU convolution kernels are fastest with here
 
     def __init__(self, path: str | Path | LoadedModel, *, threads: int | None = None) -> None:
         import torch
@@ -165,23 +228,61 @@ class TorchPredictor(Predictor):
             refuse_specialist(
                 self.model, "`fmnist predict` and `fmnist serve` combine the two; to export one model, export the base run {base}"
             )
+        self.module = self.model.module
         self.source = self.model.path
         self.name = _short_name(self.source)
         self.class_names = list(self.model.card.class_names)
         self.temperature = float(self.model.card.temperature)
         self.tta_flip = bool(self.model.card.tta_flip)
 
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
+    @classmethod
+    def of_module(
+        cls,
+        module: object,
+        *,
+        class_names: list[str] | None = None,
+        temperature: float = 1.0,
+        tta_flip: bool = False,
+        channels_last: bool = True,
+        check_finite: bool = True,
+    ) -> TorchPredictor:
+        """A predictor of a bare nn.Module (in eval mode, on any device); without
+        ``class_names`` the classes are numbered by the module's output width (its first answer).
+        ``check_finite`` False passes NaN outputs on (a diverging model in training)."""
+
+        predictor = cls.__new__(cls)
+        predictor.model = None
+        predictor.module = module
+        predictor.source = Path(f"<{type(module).__name__}>")
+        predictor.name = type(module).__name__
+        predictor.temperature, predictor.tta_flip, predictor.channels_last = float(temperature), bool(tta_flip), channels_last
+        predictor.check_finite = check_finite
+        predictor.class_names = [] if class_names is None else list(class_names)  # [] : numbered at the first answer
+        return predictor
+
+    def model_logits(self, inputs: np.ndarray) -> np.ndarray:
         import torch
 
-        # channels_last: the layout the CPU convolution kernels are fastest with here.
-        batch = torch.from_numpy(inputs).contiguous(memory_format=torch.channels_last)
+        device = next(self.module.parameters(), torch.empty(0)).device
+        batch = torch.from_numpy(inputs).to(device)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            return self.model.module(batch).float().numpy()
+            return self.module(batch).float().cpu().numpy()
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 class OnnxPredictor(Predictor):
+    """An ONNX file written by ``fmnist export``: its graph takes the uint8 images and
+    returns ``logits`` (flip-averaged when exported so) and ``probabilities``; the base
+    applies the metadata's temperature to the logits, which matches the graph's own
+    probabilities."""
+
     backend = "onnxruntime"
+    takes_uint8 = True
 
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
         from fmnist import extras
@@ -204,25 +305,90 @@ class OnnxPredictor(Predictor):
         try:
             self.session = onnxruntime.InferenceSession(str(self.source), options, providers=["CPUExecutionProvider"])
         except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile, RuntimeException) as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            raise RunError(f"{self.source}: not a loadable ONNX model ({first})", "re-export it with `fmnist export`") from None
+            raise RunError(f"{self.source}: not a loadable ONNX model ({_first_line(error)})", "re-export it with `fmnist export`") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         if META_CLASS_NAMES not in metadata:
             raise RunError(f"{self.source}: ONNX model without fmnist metadata", "export it with `fmnist export`")
-        self.class_names, self.temperature, self.tta_flip = read_onnx_metadata(self.source, metadata)
+        self.class_names, self.temperature, self.tta_flip = read_export_metadata(self.source, metadata)
+        self.flip_inside = self.tta_flip
         self.input_name = check_onnx_signature(self.source, self.session, len(self.class_names))
         # The first answer is checked now, so a model that gives NaN fails at load, in one line.
-        self.probabilities(np.array([np.zeros((28, 28)), np.full((28, 28), 255)], dtype=np.uint8))
+        self.probabilities(_probe_images())
 
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: inputs})[0]
+    def model_logits(self, inputs: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_LOGITS], {self.input_name: inputs})[0]
+
+
+class TorchScriptPredictor(Predictor):
+    """A TorchScript file written by ``fmnist export --format torchscript``: it takes the
+    uint8 images and returns (probabilities, logits), with its metadata in fmnist.json.
+    TorchScript runs the code stored in the file: load only files you trust."""
+
+    backend = "torch"
+    takes_uint8 = True
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        import warnings
+
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.source = Path(path).expanduser()
+        if not self.source.is_file():
+            raise RunError(f"{self.source}: no such TorchScript file", "check the path")
+        self.name = _short_name(self.source)
+        extra = {TORCHSCRIPT_METADATA: ""}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is in maintenance mode
+                self.module = torch.jit.load(str(self.source), map_location="cpu", _extra_files=extra)
+        except (RuntimeError, ValueError, OSError) as error:
+            raise RunError(f"{self.source}: not a loadable TorchScript model ({_first_line(error)})", "re-export it with `fmnist export`") from None
+        from fmnist.bounded_json import JsonRefused, loads_bounded
+
+        text = extra[TORCHSCRIPT_METADATA]
+        try:
+            text = text.decode("utf-8") if isinstance(text, bytes) else text
+            metadata = loads_bounded(text or "null", max_chars=4 * MAX_ONNX_METADATA)
+        except UnicodeDecodeError:
+            raise RunError(f"{self.source}: its {TORCHSCRIPT_METADATA} is not UTF-8 text", "re-export it with `fmnist export`") from None
+        except JsonRefused as error:
+            raise RunError(f"{self.source}: its {TORCHSCRIPT_METADATA} is refused: {error}", "re-export it with `fmnist export`") from None
+        if not isinstance(metadata, dict) or META_CLASS_NAMES not in metadata:
+            raise RunError(f"{self.source}: TorchScript model without fmnist metadata", "export it with `fmnist export`")
+        if metadata.get(META_EXPORT_FORMAT) != EXPORT_FORMAT:
+            raise RunError(
+                f"{self.source}: exported by an older fmnist (float input, logits only)",
+                "re-export it with `fmnist export` of this version",
+            )
+        self.class_names, self.temperature, self.tta_flip = read_export_metadata(
+            self.source, {key: value for key, value in metadata.items() if isinstance(value, str)}
+        )
+        self.flip_inside = self.tta_flip
+        self.probabilities(_probe_images())
+
+    def model_logits(self, inputs: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            outputs = self.module(torch.from_numpy(inputs))
+        if not isinstance(outputs, tuple) or len(outputs) != 2:
+            raise RunError(f"{self.source}: the model does not return (probabilities, logits)", "re-export it with `fmnist export`")
+        return outputs[1].float().numpy()
+
+
+def _probe_images() -> np.ndarray:
+    """A black and a white image: a model that answers NaN for them is refused at load."""
+    size = CONTRACT.image_size
+    return np.stack([np.zeros((size, size), np.uint8), np.full((size, size), 255, np.uint8)])
 
 
 MAX_ONNX_METADATA = 64 * 1024  # characters of one fmnist metadata value; the class names take < 200
 
 
-def read_onnx_metadata(source: Path, metadata: dict[str, str]) -> tuple[list[str], float, bool]:
-    """(class names, temperature, tta_flip) from an ONNX file's fmnist metadata, checked
+def read_export_metadata(source: Path, metadata: dict[str, str]) -> tuple[list[str], float, bool]:
+    """(class names, temperature, tta_flip) from an exported file's fmnist metadata, checked
     like a model card's fields; RunError names the first bad one."""
     from fmnist.bounded_json import JsonRefused, loads_bounded
     from fmnist.models.saved import check_class_names, check_temperature
@@ -247,21 +413,31 @@ def read_onnx_metadata(source: Path, metadata: dict[str, str]) -> tuple[list[str
 
 
 def check_onnx_signature(source: Path, session: object, num_classes: int) -> str:
-    """The name of the model's one float input (N, 1, 28, 28); its output must be (N, C)
-    with C the number of class names. Symbolic sizes pass (the first answer is checked)."""
+    """The name of the model's one uint8 image input; its outputs ``probabilities`` and
+    ``logits`` must be (N, C) with C the number of class names. Symbolic sizes and an input
+    of unknown rank pass (the first answer is checked)."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
+    size = CONTRACT.image_size
+    fix = "re-export it with `fmnist export` of this version"
+    if len(inputs) == 1 and inputs[0].type == "tensor(float)":
+        raise RunError(f"{source}: exported by an older fmnist (float input, logits only)", fix)
 
-    def fits(shape: list, expected: tuple) -> bool:
+    def fits(shape: list | None, expected: tuple) -> bool:
         return len(shape) == len(expected) and all(not isinstance(d, int) or e is None or d == e for d, e in zip(shape, expected))
 
-    if len(inputs) != 1 or inputs[0].type != "tensor(float)" or not fits(inputs[0].shape, (None, 1, IMAGE_SIZE, IMAGE_SIZE)):
+    shape = inputs[0].shape if len(inputs) == 1 else None
+    rank_ok = shape is not None and (not shape or fits(shape, (None, size, size)) or fits(shape, (None, 1, size, size)))
+    if len(inputs) != 1 or inputs[0].type != "tensor(uint8)" or not rank_ok:
         described = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs[:3])
-        raise RunError(f"{source}: the model takes {described}, not float images (N, 1, 28, 28)", "re-export it with `fmnist export`")
-    if not outputs or not fits(outputs[0].shape, (None, num_classes)):
-        raise RunError(
-            f"{source}: the model's output {outputs[0].shape if outputs else 'none'} does not match its {num_classes} class names",
-            "re-export it with `fmnist export`",
-        )
+        raise RunError(f"{source}: the model takes {described}, not uint8 images (N, {size}, {size})", fix)
+    named = {output.name: output for output in outputs}
+    for name in (OUTPUT_PROBABILITIES, OUTPUT_LOGITS):
+        if name not in named:
+            raise RunError(f"{source}: the model has no output {name!r}", fix)
+        if not fits(named[name].shape, (None, num_classes)):
+            raise RunError(
+                f"{source}: the model's output {name} {named[name].shape} does not match its {num_classes} class names", fix
+            )
     return inputs[0].name
 
 
@@ -282,14 +458,17 @@ def resolve_onnx_path(path: str | Path) -> Path:
 
 
 def load_predictor(path: str | Path, *, backend: str = "torch", threads: int | None = None) -> Predictor:
-    """A predictor for a run folder or model file (torch), or for an ONNX file or a run
-    folder holding model.onnx (onnxruntime). ``threads`` caps the backend's CPU threads.
+    """A predictor for a run folder, model file or TorchScript export (.pt) (torch), or for
+    an ONNX file or a run folder holding model.onnx (onnxruntime). ``threads`` caps the
+    backend's CPU threads.
 
     A specialist run gives its combination with the base run its card names (over the
     base's classes), or a RunError naming the base run when that is missing."""
     if backend == "torch":
         if Path(path).suffix == ".onnx":
             raise ConfigError(f"{path}: an ONNX file needs --backend onnxruntime")
+        if Path(path).suffix == ".pt":
+            return TorchScriptPredictor(path, threads=threads)
         from fmnist.models.saved import load_model
 
         model = load_model(path)

@@ -66,19 +66,19 @@ def start_name(start: str | os.PathLike[str]) -> str:
 
 
 def fit_combination_weight(model: nn.Module, config: TrainConfig, val_images: torch.Tensor, val_labels: torch.Tensor) -> float | None:
-    """The specialist's share within the group (see evaluation/specialist.py) that gets the
+    """The specialist's share within the group (see inference/combined.py) that gets the
     most of the group's validation images right together with the base; None without a
     validation split (--full), where the specialist's probabilities are used alone."""
-    from fmnist.evaluation.specialist import choose_weight
-    from fmnist.models.forward import predict_logits
+    from fmnist.inference.combined import choose_weight
+    from fmnist.inference.predictor import TorchPredictor
     from fmnist.models.saved import load_model
 
     if not len(val_labels):
         return None
-    base = load_model(config.base_run)
-    base_logits = predict_logits(base.module, val_images, tta_flip=base.card.tta_flip) / base.card.temperature
+    images = val_images.cpu().numpy()
+    base = TorchPredictor(load_model(config.base_run)).probabilities(images)
     model.eval()
-    specialist_logits = predict_logits(model, val_images, tta_flip=config.tta_flip)
+    specialist = TorchPredictor.of_module(model, tta_flip=config.tta_flip).probabilities(images)
     classes = group_classes(config.specialist)
-    labels = np.asarray(classes)[val_labels.numpy()]
-    return choose_weight(base_logits.softmax(1).numpy(), specialist_logits.softmax(1).numpy(), labels, classes)
+    labels = np.asarray(classes)[val_labels.cpu().numpy()]
+    return choose_weight(base, specialist, labels, classes)
