@@ -5,6 +5,7 @@ MlflowClient; an interrupted run resumed with --log mlflow continues its MLflow 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,22 @@ def test_an_unusable_tracking_store_is_refused_before_training(run_fmnist, tmp_p
     result = run_fmnist("train", "--log", "mlflow", "--out", "run", "--epochs", "1")
     result.error_line("MLflow tracking store", "set MLFLOW_TRACKING_URI")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_store_that_breaks_mid_training_is_a_warning(tmp_path: Path, tiny_run: Path, file_store, monkeypatch, caplog):
+    from fmnist.training import EpochEnd
+    from fmnist.training.config import config_from_dict
+
+    store = tmp_path / "store"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.as_uri())
+    config = config_from_dict(json.loads((tiny_run / "config.json").read_text()))
+    records = [json.loads(line) for line in (tiny_run / "epochs.jsonl").read_text().splitlines()]
+    with open_trackers(["mlflow"], tiny_run) as tracking:
+        tracking(EpochEnd(record=records[0], model=None, config=config))
+        shutil.rmtree(store)
+        store.write_text("the store's disk went away\n")  # every later write fails
+        for record in records[1:]:
+            tracking(EpochEnd(record=record, model=None, config=config))
+        tracking.finished()
+    warnings = [record.getMessage() for record in caplog.records if "MLflow tracking stopped" in record.getMessage()]
+    assert len(warnings) == 1 and str(tiny_run.resolve()) in warnings[0]

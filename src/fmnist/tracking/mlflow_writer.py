@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 
 from fmnist.errors import FmnistError
 from fmnist.extras import require
-from fmnist.tracking import epoch_metrics, final_metrics, flat_config
 from fmnist.run import RunPaths
+from fmnist.tracking import epoch_metrics, final_metrics, flat_config
 
 if TYPE_CHECKING:
     from fmnist.training.loop import EpochEnd
@@ -58,10 +58,12 @@ def _is_file_store(uri: str) -> bool:
 class MlflowTracker:
     def __init__(self, run_dir: Path) -> None:
         require("mlflow", feature="fmnist train --log mlflow")
-        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        self._errors: tuple[type[BaseException], ...] = (MlflowException, OSError)
+        # What a store's failure raises: MlflowException, OSError (requests' errors included)
+        # and, from the file store ("... is not a directory"), plain Exception; so Exception,
+        # here only, where a tracker's failure must not end the training.
+        self._errors: tuple[type[BaseException], ...] = (Exception,)
         self.uri = tracking_uri()
         if _is_file_store(self.uri):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
