@@ -11,11 +11,12 @@ again once, under a new number.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,47 @@ def _log_trial(study: Any, trial: Any) -> None:
         log.info("trial %d %s%s: %s; %s", row.number, row.state, took, row.error or "no reason recorded", params)
 
 
+def _open_study(
+    space: SearchSpace,
+    study_dir: Path,
+    name: str,
+    *,
+    storage: str | None,
+    heartbeat: int,
+    sampler: Any,
+    pruner: Any,
+    trial_seconds: float | None,
+) -> tuple[Any, str]:
+    """The study ``name`` (created if new) and its storage URL with the password hidden;
+    the folder claimed for it once the storage is open and the space checked."""
+    optuna = _optuna()
+    new_folder = _check_folder(study_dir, name)
+    if storage is None:
+        study_dir.mkdir(parents=True, exist_ok=True)  # the SQLite file goes in it
+    url = storage or f"sqlite:///{(study_dir / SQLITE_FILE).resolve()}"
+    rdb, shown = open_storage(url, heartbeat=heartbeat)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    with _quiet(optuna):
+        study = optuna.create_study(
+            storage=rdb, study_name=name, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True
+        )
+    _check_same_space(study, space, trial_seconds)
+    if new_folder:
+        atomic_write_json(study_dir / STUDY_FILE, {"study_name": name, "storage": shown})
+    return study, shown
+
+
+@contextlib.contextmanager
+def _quiet(optuna: Any) -> Iterator[None]:
+    """Optuna's own log lines off (fmnist logs each trial itself), restored afterwards."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -260,25 +302,10 @@ def tune(
         raise ConfigError(f"heartbeat must be at least 1 second, got {heartbeat}")
     baseline_values = space.base_values() if baseline else None
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS)
-    chosen_pruner = make_pruner(pruner)
-    new_folder = _check_folder(study_dir, name)
-    if storage is None:
-        study_dir.mkdir(parents=True, exist_ok=True)  # the SQLite file goes in it
-    url = storage or f"sqlite:///{(study_dir / SQLITE_FILE).resolve()}"
-    rdb, shown = open_storage(url, heartbeat=heartbeat)
-    study_dir.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # fmnist logs each trial itself
-    study = optuna.create_study(
-        storage=rdb,
-        study_name=name,
-        direction="maximize",
-        sampler=sampler,
-        pruner=chosen_pruner,
-        load_if_exists=True,
+    study, shown = _open_study(
+        space, study_dir, name, storage=storage, heartbeat=heartbeat, sampler=sampler, pruner=make_pruner(pruner),
+        trial_seconds=trial_seconds,
     )
-    _check_same_space(study, space, trial_seconds)
-    if new_folder:
-        atomic_write_json(study_dir / STUDY_FILE, {"study_name": name, "storage": shown})
     if baseline_values is not None and not study.get_trials(deepcopy=False):
         study.enqueue_trial(baseline_values, user_attrs={"baseline": True}, skip_if_exists=True)
 
@@ -289,7 +316,7 @@ def tune(
 
     objective = make_objective(space, study_dir, budget_seconds=trial_seconds, data=data, progress=progress)
     if trials != 0:
-        with warnings.catch_warnings():
+        with _quiet(optuna), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.optimize(objective, n_trials=trials, timeout=timeout, catch=(TrialFailed,), callbacks=[after_trial])
     rows = trial_rows(study)
