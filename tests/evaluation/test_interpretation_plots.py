@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from fmnist.data import load
-from fmnist.evaluation import Comparison, Interpretation, Predictions
+from fmnist.evaluation import Comparison, Interpretation, Predictions, evaluate_run
 from fmnist.models import load_model
 
 
@@ -90,6 +90,11 @@ def test_reprs_are_one_line_summaries(interpretation: Interpretation):
     assert repr(interpretation).startswith("Interpretation(seed_cnn from run/model.safetensors: 100 test images")
     comparison = Comparison(predictions, predictions, name_a="runs/a", name_b="runs/b")
     assert "McNemar p=1" in repr(comparison) and "0 predictions changed" in repr(comparison)
+    evaluation = evaluate_run(interpretation.model.path, interpretation.data, write=False)
+    predictions_again, metrics = evaluation  # still unpacks like a tuple
+    assert metrics is evaluation.metrics and predictions_again is evaluation.predictions
+    assert repr(evaluation) == f"Evaluation(seed_cnn: {predictions_again!r})"
+    assert "<table>" in evaluation._repr_html_()
 
 
 def test_html_escapes_class_names_and_paths():

@@ -12,6 +12,7 @@ from fmnist.data import load
 from fmnist.errors import RunError
 from fmnist.evaluation.evaluate import metrics_document, run_test_predictions
 from fmnist.evaluation.predictions import Predictions
+from fmnist.evaluation.results import Evaluation
 from fmnist.models import resolve_model_path
 from fmnist.run import Run
 
@@ -36,7 +37,7 @@ def evaluate_ensemble(
     data: str | os.PathLike[str] | None = None,
     *,
     tta_flip: bool | None = None,
-) -> tuple[Predictions, dict]:
+) -> Evaluation:
     """Average the softmax outputs of ``runs`` on the test split; metrics like one model's.
 
     ``tta_flip`` None uses each member's own setting; True/False forces it for all.
@@ -84,4 +85,4 @@ def evaluate_ensemble(
             "data": test.describe(),
         },
     )
-    return averaged, document
+    return Evaluation(averaged, document)

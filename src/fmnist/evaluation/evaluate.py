@@ -13,6 +13,7 @@ from fmnist.data import Split, load
 from fmnist.errors import RunError
 from fmnist.evaluation.calibration import calibration_summary
 from fmnist.evaluation.predictions import Predictions, predict
+from fmnist.evaluation.results import Evaluation
 from fmnist.evaluation.specialist import (
     load_base,
     predict_with_specialist,
@@ -55,7 +56,7 @@ def evaluate_run(
     write: bool = True,
     tta_flip: bool | None = None,
     test: Split | None = None,
-) -> tuple[Predictions, dict]:
+) -> Evaluation:
     """Evaluate a run folder's (or model file's) model on a test split.
 
     ``data`` may point at the user's own test data in either format (or pass the loaded
@@ -93,7 +94,7 @@ def evaluate_run(
             )
         )
         folder.write_metrics(document)
-    return predictions, document
+    return Evaluation(predictions, document)
 
 
 def _predict_test(
@@ -174,31 +175,3 @@ def _stored_predictions(model_file: Path, test: Split, tta_flip: bool | None) ->
         return None
     return stored
 
-EXPORT_SUFFIXES = (".onnx", ".pt")  # the files `fmnist export` writes (ONNX, TorchScript)
-
-
-def evaluate_export(
-    path: str | os.PathLike[str], data: str | os.PathLike[str] | None = None, *, test: Split | None = None
-) -> Evaluation:
-    """Evaluate an exported model file (ONNX or TorchScript from `fmnist export`) on a test
-    split like a run, through the predictor for its format: the same metrics document.
-    Nothing is written (an exported file has no run folder)."""
-    from fmnist.inference.predictor import load_predictor
-
-    path = Path(path)
-    predictor = load_predictor(path, backend="onnxruntime" if path.suffix == ".onnx" else "torch")
-    test = test if test is not None else load("test", data)
-    test.check_classes(predictor.class_names, path)
-    predictions = predict(predictor, test.images, test.labels)
-    document = metrics_document(
-        predictions,
-        extra={
-            "model": predictor.name,
-            "model_file": str(path),
-            "backend": predictor.backend,
-            "tta_flip": predictor.tta_flip,
-            "data": test.describe(),
-            "calibration": calibration_summary(predictions.logits, predictions.labels, predictor.temperature),
-        },
-    )
-    return Evaluation(predictions, document)
