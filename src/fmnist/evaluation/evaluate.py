@@ -175,3 +175,31 @@ def _stored_predictions(model_file: Path, test: Split, tta_flip: bool | None) ->
         return None
     return stored
 
+EXPORT_SUFFIXES = (".onnx", ".pt")  # the files `fmnist export` writes (ONNX, TorchScript)
+
+
+def evaluate_export(
+    path: str | os.PathLike[str], data: str | os.PathLike[str] | None = None, *, test: Split | None = None
+) -> Evaluation:
+    """Evaluate an exported model file (ONNX or TorchScript from `fmnist export`) on a test
+    split like a run, through the predictor for its format: the same metrics document.
+    Nothing is written (an exported file has no run folder)."""
+    from fmnist.inference.predictor import load_predictor
+
+    path = Path(path)
+    predictor = load_predictor(path, backend="onnxruntime" if path.suffix == ".onnx" else "torch")
+    test = test if test is not None else load("test", data)
+    test.check_classes(predictor.class_names, path)
+    predictions = predict(predictor, test.images, test.labels)
+    document = metrics_document(
+        predictions,
+        extra={
+            "model": predictor.name,
+            "model_file": str(path),
+            "backend": predictor.backend,
+            "tta_flip": predictor.tta_flip,
+            "data": test.describe(),
+            "calibration": calibration_summary(predictions.logits, predictions.labels, predictor.temperature),
+        },
+    )
+    return Evaluation(predictions, document)
