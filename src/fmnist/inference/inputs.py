@@ -96,9 +96,11 @@ def _files(argument: str) -> Iterator[tuple[Path, DataError | None]]:
 
 
 def _csv_items(path: Path) -> Iterator[InputItem]:
+    from fmnist.data.classes import MAX_CLASSES
     from fmnist.data.kaggle_csv import read_kaggle_csv
 
-    images, labels = read_kaggle_csv(path, require_labels=False)
+    # Labels of any dataset fmnist trains on (the model's own classes are checked by the caller).
+    images, labels = read_kaggle_csv(path, require_labels=False, num_classes=MAX_CLASSES)
     for row, image in enumerate(images):
         yield InputItem(f"{path}#{row + 1}", image=image, label=None if labels is None else int(labels[row]))
 
