@@ -160,7 +160,9 @@ fetch("/v1/model", { headers: authorization })
     return response.json();
   })
   .then((info) => {
-    elements["model-info"].textContent = `Model ${info.model} (${info.backend}), ${info.class_names.length} classes.`;
+    // The run's own classes (Fashion-MNIST's ten, or those of the data it was trained on).
+    const names = info.class_names.length <= 12 ? `: ${info.class_names.join(", ")}` : "";
+    elements["model-info"].textContent = `Model ${info.model} (${info.backend}), ${info.class_names.length} classes${names}.`;
   })
   .catch(() => {
     elements["model-info"].textContent = token
