@@ -1,4 +1,4 @@
-"""Data: find, download, verify and parse Fashion-MNIST (IDX or Kaggle CSV) into uint8 arrays."""
+"""Data: find, download, verify and parse Fashion-MNIST (IDX or Kaggle CSV) or the user's own data (image folders, .npz, classes.txt) into uint8 arrays."""
 
 from fmnist.data.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
 from fmnist.data.loading import Split, load, load_split, locate_data
