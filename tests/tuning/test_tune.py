@@ -121,6 +121,19 @@ def test_a_trial_folder_is_a_run_that_evaluate_takes(run_fmnist, tmp_path: Path,
     assert evaluated.stdout.startswith("test accuracy") and (run / "metrics.json").is_file()
 
 
+def test_a_diverging_trial_is_recorded_failed_and_the_search_goes_on(tmp_path: Path, write_space, train_only_dir: Path):
+    space = read_search_space(write_space(text=(
+        "recipe: fast\nbase: {epochs: 2, threads: 1, grad_clip: 0.0, model_args: {width_14: 8, width_7: 16}}\n"
+        "space:\n  lr: {choices: [100000.0]}\n"
+    )))
+
+    result = tune(space, tmp_path / "study", trials=2, pruner="none", data=str(train_only_dir))
+
+    assert [row.state for row in result.rows] == ["failed", "failed"]
+    assert all(row.error.startswith("the training loss became nan") for row in result.rows)
+    assert result.best is None and not (tmp_path / "study" / "best.yaml").exists()
+
+
 BAD_SPACES = [
     ("space:\n  lr: {low: 1, high: 0.1}\n", "space lr: low and high must be numbers with low < high"),
     ("space:\n  lr: {low: 0, high: 1, log: true}\n", "a log range needs low > 0"),

@@ -97,8 +97,8 @@ def make_objective(
         try:
             train(config, run_dir, data=data, progress=progress, on_epoch=monitor)
         except TrainingDiverged as error:
-            trial.set_user_attr("error", str(error))
-            raise TrialFailed(str(error)) from None
+            trial.set_user_attr("error", error.problem)
+            raise TrialFailed(error.problem) from None
         finally:
             trial.set_user_attr("epochs", monitor.epochs_counted)
             trial.set_user_attr("seconds_used", round(monitor.used_seconds, 3))
