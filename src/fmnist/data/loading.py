@@ -2,7 +2,7 @@
 
 Only IDX and CSV splits are cached (parsing text is what is slow): an .npz file is read
 directly each time, and an image folder, whose many files the cache's key could not
-cover cheaply, is decoded again each time (a few thousand small images per second).
+cover cheaply, is decoded again each time.
 """
 
 from __future__ import annotations
