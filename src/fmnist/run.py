@@ -525,7 +525,7 @@ class Run:
         from fmnist.errors import ConfigError
         from fmnist.training.config import config_from_dict
 
-        fix = "restore the run's config.json, or start a new run with --out"
+        fix = "restore the run's config.json, or start a new run in another folder"
         try:
             values = self._json(self.paths.config)
         except RunError as error:
