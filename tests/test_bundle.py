@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,17 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from live_server import LiveServer, learnable_images, png
+from PIL import Image, ImageDraw
 from without_extras import SCRIPT
 
 import fmnist
 from fmnist.errors import ConfigError, RunError
 from fmnist.evaluation import calibrate_run, evaluate_run
 from fmnist.export_bundle import export_bundle
-from fmnist.inference import load_predictor
+from fmnist.inference import load_predictor, prepare_photo
 from fmnist.run import Run
 from fmnist.training import read_config_file, resolve_config
 
-FILES = {"model.safetensors", "model.onnx", "config.json", "README.md"}
+FILES = {"model.safetensors", "model.onnx", "prepare_photo.py", "config.json", "README.md"}
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +103,23 @@ def test_predict_on_the_bundle_answers_as_on_the_run(bundle: Path, evaluated_run
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert [row["class_id"] for row in rows] == expected[:3].argmax(1).tolist()
+
+
+def test_the_cards_onnx_example_runs_without_fmnist(bundle: Path, tmp_path: Path):
+    """The card's Python block, run in a copy of the bundle where fmnist cannot be imported,
+    answers for a photo what `fmnist predict` answers."""
+    folder = Path(shutil.copytree(bundle, tmp_path / "shared"))
+    photo = Image.new("RGB", (200, 240), (230, 230, 228))
+    ImageDraw.Draw(photo).polygon([(60, 40), (140, 40), (185, 90), (145, 95), (145, 210), (55, 210), (55, 95), (15, 90)], fill=(40, 50, 90))
+    photo.save(folder / "photo.jpg")
+    (example,) = re.findall(r"^```python\n(.*?)^```", (folder / "README.md").read_text(), flags=re.DOTALL | re.MULTILINE)
+    (folder / "example.py").write_text(example)
+    blocked = "import runpy, sys; sys.modules['fmnist'] = None; runpy.run_path('example.py')"
+    done = subprocess.run([sys.executable, "-c", blocked], cwd=folder, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    label, probability = done.stdout.rsplit(maxsplit=1)
+    expected = load_predictor(bundle).predict(prepare_photo(folder / "photo.jpg").image[None], k=1)[0]
+    assert label == expected.label and float(probability) == pytest.approx(expected.probability, abs=1e-4)
 
 
 def test_serve_loads_the_bundle(bundle: Path, evaluated_run: Path, tiny_run: Path, tmp_path: Path):

@@ -3,6 +3,7 @@ model hub.
 
     DIR/model.safetensors   the run's model file (weights + card: classes, temperature, contract)
     DIR/model.onnx          the same model for ONNX Runtime (with the export extra; else left out)
+    DIR/prepare_photo.py    the photo -> 28x28 steps in numpy + Pillow, beside model.onnx
     DIR/config.json         the run's resolved training config: `fmnist train --config` takes it
     DIR/README.md           the model card (fmnist.reports.model_card)
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from fmnist import extras
 from fmnist.errors import ConfigError, RunError
+from fmnist.export import PHOTO_REFERENCE, export_onnx, write_photo_reference
 from fmnist.files import (
     TEMPORARY_SUFFIX,
     atomic_write_text,
@@ -35,7 +37,8 @@ from fmnist.run import CONFIG_FILE, MODEL_FILE, Run
 
 ONNX_FILE = "model.onnx"
 CARD_FILE = "README.md"
-BUNDLE_FILES = (MODEL_FILE, ONNX_FILE, CONFIG_FILE, CARD_FILE)
+PHOTO_FILE = PHOTO_REFERENCE  # the photo steps in numpy + Pillow
+BUNDLE_FILES = (MODEL_FILE, ONNX_FILE, PHOTO_FILE, CONFIG_FILE, CARD_FILE)
 # Config fields that may name a file or folder of the training machine.
 PATH_FIELDS = ("pretrained", "init_run", "base_run", "data")
 ONNX_SKIPPED = (
@@ -112,10 +115,10 @@ def _write_files(run: Run, folder: Path, *, data: str | Path | None) -> tuple[li
     files = [file_entry(folder / MODEL_FILE, "weights and model card (safetensors)")]
     onnx_skipped = not extras.available("export")
     if not onnx_skipped:
-        from fmnist.export import export_onnx
-
         export_onnx(model_path, folder / ONNX_FILE, data=data)  # checked against PyTorch
-        files.append(file_entry(folder / ONNX_FILE, "the same model for ONNX Runtime"))
+        files.append(file_entry(folder / ONNX_FILE, "the same model for ONNX Runtime: uint8 images in, probabilities out"))
+    write_photo_reference(folder)  # numpy + Pillow only: useful with either model file
+    files.append(file_entry(folder / PHOTO_FILE, "photo -> 28×28 uint8 as `fmnist predict` does it (numpy + Pillow)"))
     config = portable(run.config_values())
     atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     files.append(file_entry(folder / CONFIG_FILE, "resolved training config (`fmnist train --config`)"))

@@ -210,13 +210,24 @@ def _use(has_onnx: bool, onnx_note: str) -> str:
     if has_onnx:
         lines.append("fmnist predict THIS_FOLDER photo.jpg --backend onnxruntime")
     lines += ["```", ""]
-    if has_onnx:
-        lines.append(
-            "`model.onnx` runs in any ONNX runtime with no fmnist code: its metadata holds the class names, the "
-            "temperature and the input contract."
-        )
-    else:
+    if not has_onnx:
         lines.append(onnx_note)
+        return "\n".join(lines)
+    lines += [
+        ("`model.onnx` needs no fmnist: it takes uint8 images and returns calibrated probabilities (the scaling, the "
+        "temperature and any flip averaging are inside the graph); its metadata holds the class names. "
+        "`prepare_photo.py` (numpy and Pillow) turns a photo into the model's input as `fmnist predict` does:"),
+        "",
+        "```python",
+        "import json, onnxruntime",
+        "from prepare_photo import prepare_photo",
+        "",
+        'session = onnxruntime.InferenceSession("model.onnx")',
+        'names = json.loads(session.get_modelmeta().custom_metadata_map["fmnist.class_names"])',
+        'probabilities, logits = session.run(None, {"images": prepare_photo("photo.jpg")[None]})',
+        "print(names[probabilities[0].argmax()], probabilities[0].max())",
+        "```",
+    ]
     return "\n".join(lines)
 
 
