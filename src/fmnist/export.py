@@ -53,7 +53,7 @@ from fmnist.inference.predictor import (
     TorchScriptPredictor,
 )
 from fmnist.models.saved import LoadedModel
-from fmnist.training.run_folder import files_of_run_around
+from fmnist.run import files_of_run_around
 
 FORMATS = ("onnx", "torchscript")
 PARITY_TOLERANCE = 1e-4  # max |probability difference| against PyTorch

@@ -77,7 +77,7 @@ def _refuse_overwriting_inputs(args: argparse.Namespace) -> None:
     nor the model or another file of its run."""
     from fmnist.files import refuse_overwriting
     from fmnist.inference.inputs import CSV_SUFFIXES, IMAGE_SUFFIXES
-    from fmnist.training.run_folder import files_of_run_around
+    from fmnist.run import files_of_run_around
 
     out = Path(args.out).expanduser()
     if not os.path.lexists(out):
