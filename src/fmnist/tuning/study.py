@@ -77,7 +77,7 @@ def make_pruner(name: Any) -> Any:
     if isinstance(name, optuna.pruners.BasePruner):
         return name
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)  # steps are 1-based epochs
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto", reduction_factor=3)
     if name == "none":
