@@ -310,7 +310,7 @@ def test_init_refuses_a_run_with_nan_weights(tmp_path: Path) -> None:
     tensors = small_state()
     poison(math.nan)(tensors)
     run = write_run(tmp_path / "run", json.dumps(valid_document()), tensors)
-    with pytest.raises(RunError, match="--init .* hold NaN or infinite values"):
+    with pytest.raises(RunError, match="init_run .* hold NaN or infinite values"):
         load_run_weights(create_model("seed_cnn", **SMALL_ARGS), run)
 
 

@@ -146,10 +146,10 @@ def test_every_registered_model_takes_num_classes() -> None:
 def test_a_specialist_split_unlike_its_base_is_warned_about(tiny_run: Path, caplog: pytest.LogCaptureFixture) -> None:
     import dataclasses
 
-    from fmnist.training.loop import warn_if_split_differs
+    from fmnist.training.specialist import warn_if_split_differs
 
     config = specialist_config(tiny_run)
-    with caplog.at_level("WARNING", logger="fmnist.training.loop"):
+    with caplog.at_level("WARNING", logger="fmnist.training.specialist"):
         warn_if_split_differs(config)
         assert not caplog.records
         warn_if_split_differs(dataclasses.replace(config, seed=1))

@@ -48,7 +48,7 @@ def test_saved_config_round_trips() -> None:
         ("lr: -1\n", "lr must be positive"),
         ("epochs: ten\n", "epochs must be of type int"),
         ("flavour: 3\n", "unknown setting 'flavour'"),
-        ("augment: {spin: 3}\n", "unknown setting 'spin'"),
+        ("augment: {spin: 3}\n", "unknown setting 'augment.spin'"),
         ("augment: 3\n", "must be a table"),
         ("model: resnet9000\n", "unknown model 'resnet9000'"),
         ("model_args: {depth: 3}\n", "has no argument(s) depth"),

@@ -114,18 +114,18 @@ def test_a_model_left_at_chance_level_is_warned_about(
     blank = SimpleNamespace(images=np.full((400, 28, 28), 128, np.uint8), labels=(np.arange(400) % 10).astype(np.uint8))
     folder = tmp_path / "blank"
     data_files.idx_split(folder, blank)
-    with caplog.at_level("WARNING", logger="fmnist.training.loop"):
+    with caplog.at_level("WARNING", logger="fmnist.training.divergence"):
         result = train(_config(small_config), tmp_path / "run", data=folder)
     assert [e["val_accuracy"] for e in result.history] == [0.1, 0.1, 0.1]
     warnings = [r.getMessage() for r in caplog.records if "chance level" in r.getMessage()]
     assert len(warnings) == 1, warnings  # once, not every epoch
-    assert "after 2 epochs" in warnings[0] and "no better than guessing" in warnings[0] and "--lr" in warnings[0]
+    assert "after 2 epochs" in warnings[0] and "no better than guessing" in warnings[0] and "(lr, now" in warnings[0]
 
 
 def test_a_learning_model_gets_no_chance_warning(
     tmp_path: Path, learnable_dir: Path, small_config: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level("WARNING", logger="fmnist.training.loop"):
+    with caplog.at_level("WARNING", logger="fmnist.training.divergence"):
         train(_config(small_config), tmp_path / "run", data=learnable_dir)
     assert not [r for r in caplog.records if "chance level" in r.getMessage()]
 

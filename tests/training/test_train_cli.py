@@ -52,7 +52,7 @@ def test_train_then_evaluate_writes_metrics_and_report(tmp_path: Path, run_fmnis
         (["train", "--batch-size", "0"], "--batch-size"),
         (["train", "--flavour", "x"], "unrecognized arguments: --flavour"),
         (["train", "--model", "nope"], "unknown model 'nope'"),
-        (["train", "--recipe", "nope"], "unknown recipe 'nope'"),
+        (["train", "--recipe", "nope"], "invalid choice: 'nope' (choose from 'seed', 'fast', 'best')"),
         (["train", "--config", "missing.yaml"], "no such config file"),
         (["train", "--resume", "missing-run"], "not a run folder"),
         (["train", "--resume", "x", "--epochs", "3"], "--epochs cannot be combined with --resume"),

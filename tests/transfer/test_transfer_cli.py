@@ -15,9 +15,9 @@ from fmnist.models import create_model
     ("flags", "fragments"),
     [
         (["--model", "resnet18", "--pretrained", "missing.pth"], ["--pretrained missing.pth: no such weights file"]),
-        (["SMALL", "--pretrained", "weights.pth"], ["--pretrained needs an ImageNet backbone; seed_cnn has none", "--model resnet18"]),
+        (["SMALL", "--pretrained", "weights.pth"], ["--pretrained needs an ImageNet backbone; seed_cnn has none", "model resnet18 or mobilenet_v2"]),
         (["SMALL", "--init", "no-such-run"], ["--init:", "no such run folder"]),
-        (["--model", "resnet18", "--pretrained", "w.pth", "--init", "RUN"], ["init_run must be unset when pretrained is set"]),
+        (["--model", "resnet18", "--pretrained", "w.pth", "--init", "RUN"], ["--init must be unset when pretrained is set"]),
         (["SMALL", "--freeze-epochs", "-1"], ["freeze_epochs must be zero (off) or positive"]),
         (["--model", "resnet18", "--image-size", "16"], ["image_size must be a whole number of pixels >= 32"]),
     ],

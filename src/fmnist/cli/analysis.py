@@ -6,8 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fmnist.cli.common import EXIT_USAGE, non_negative_int, positive_int
+
+if TYPE_CHECKING:
+    from fmnist.evaluation import CalibrationResult
 
 MAX_EXPLAIN_IMAGES = 256  # occlusion costs ~144 forward passes per image
 
@@ -16,16 +20,21 @@ def _print_json(document: object) -> None:
     print(json.dumps(document, indent=2))
 
 
-def calibrate_and_print(run_dir: Path, data: str | None) -> dict:
-    """Fit and store a run's temperature; print one line. Used by `calibrate` and `train`."""
-    from fmnist.evaluation import calibrate_run
-
-    result = calibrate_run(run_dir, data)
+def print_calibration(result: CalibrationResult) -> None:
+    """One line on a fitted temperature. Used by `calibrate` and `train`."""
     print(
         f"calibrated on {result.val_images:,} validation images: temperature {result.temperature:.3f}, "
         f"ECE {result.val_ece_before:.2%} -> {result.val_ece_after:.2%}, "
         f"NLL {result.val_nll_before:.4f} -> {result.val_nll_after:.4f}"
     )
+
+
+def calibrate_and_print(run_dir: Path, data: str | None) -> dict:
+    """Fit and store a run's temperature; print one line."""
+    from fmnist.evaluation import calibrate_run
+
+    result = calibrate_run(run_dir, data)
+    print_calibration(result)
     return result.to_dict()
 
 
@@ -51,8 +60,9 @@ def _analysis_text(document: dict) -> str:
         low, high = row["ci95"]
         lines.append(f"  {row['name']:<12} {row['accuracy']:7.2%}  [{low:.2%}, {high:.2%}]  n={row['support']}")
     tops = document["tops_confusion"]
-    lines += ["", "tops confusion (rows: true class, columns: predicted):", "  " + " " * 12 + "".join(f"{n[:11]:>12}" for n in tops["classes"])]
-    lines += [f"  {name:<12}" + "".join(f"{count:>12}" for count in row) for name, row in zip(tops["classes"], tops["matrix"])]
+    if tops["classes"]:  # Fashion-MNIST only
+        lines += ["", "tops confusion (rows: true class, columns: predicted):", "  " + " " * 12 + "".join(f"{n[:11]:>12}" for n in tops["classes"])]
+        lines += [f"  {name:<12}" + "".join(f"{count:>12}" for count in row) for name, row in zip(tops["classes"], tops["matrix"])]
     lines += ["", "top losses (test index: true -> predicted, confidence):"]
     lines += [f"  #{t['index']}: {t['true']} -> {t['predicted']} {t['confidence']:.3f}" for t in document["top_losses"]]
     neighbours = document.get("nearest_training_images", {})
@@ -272,7 +282,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "or N with every pair's McNemar test, Holm-Bonferroni adjusted",
     )
     compare.add_argument("runs", metavar="RUN", nargs="+", help="two or more run folders or model files")
-    compare.add_argument("--data", metavar="PATH", help="test data: a folder in either format, or a CSV file")
+    compare.add_argument("--data", metavar="PATH", help="test data: an IDX/CSV folder, an image folder, or a .csv/.npz file")
     compare.add_argument("--gallery", metavar="FILE.png", help="also draw the images whose prediction changed")
     compare.add_argument("--format", choices=["text", "json"], default="text")
     compare.set_defaults(handler=cmd_compare)

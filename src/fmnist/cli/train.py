@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import logging
 from pathlib import Path
 
 from fmnist.cli.common import fraction, positive_float, positive_int, progress_enabled
-from fmnist.errors import ConfigError
+from fmnist.cli.flags import TRAIN_FLAGS, FlagWording, error_as_flags
+from fmnist.errors import ConfigError, FmnistError
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -41,7 +42,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # Flags that set the config; a resumed run keeps its own, so they are refused with --resume.
-CONFIG_FLAGS = ("recipe", "config", "model", "epochs", "batch_size", "lr", "seed", "threads", "subset", "val_fraction", "patience", "no_augment", "full", "out")
+CONFIG_FLAGS = ("recipe", "config", "set", "model", "epochs", "batch_size", "lr", "seed", "threads", "subset", "val_fraction", "patience", "no_augment", "full", "out")
 TRANSFER_FLAGS = ("pretrained", "init", "image_size", "freeze_epochs", "backbone_lr_scale", "specialist", "base")
 
 
@@ -79,12 +80,27 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path else None
 
 
-def evaluate_and_report(run_dir: Path, data: str | None) -> dict:
-    from fmnist.evaluation import evaluate_run
-    from fmnist.reports import write_run_report
+def config_from_args(args: argparse.Namespace):
+    """The resolved TrainConfig of a new run: recipe, then --config, flags and --set."""
+    from fmnist.training import read_config_file, resolve_config
+    from fmnist.training.config import parse_setting
 
-    predictions, metrics = evaluate_run(run_dir, data)
-    report = write_run_report(run_dir, predictions, metrics)
+    if bool(args.specialist) != bool(args.base):
+        raise ConfigError(
+            "--specialist and --base go together",
+            "a specialist refines a main run: pass --specialist GROUP --base RUN_DIR",
+        )
+    settings = dict(parse_setting(text) for text in args.set or [])
+    for key in ("init_run", "base_run"):  # run folders, made absolute as --init and --base are
+        if isinstance(settings.get(key), str):
+            settings[key] = _absolute(settings[key])
+    if args.image_size is not None:
+        settings["model_args.image_size"] = args.image_size
+    file_values = read_config_file(Path(args.config)) if args.config else None
+    return resolve_config(args.recipe, file_values=file_values, overrides=config_overrides(args), settings=settings)
+
+
+def print_evaluation(metrics: dict, report: Path | None) -> None:
     low, high = metrics["test_accuracy_ci95"]
     print(
         f"test accuracy {metrics['test_accuracy']:.2%} (95% CI {low:.2%}-{high:.2%}) "
@@ -99,21 +115,31 @@ def evaluate_and_report(run_dir: Path, data: str | None) -> dict:
             f"with the specialist {with_['test_accuracy']:.2%}, base alone {without['test_accuracy']:.2%}: "
             f"fixed {effect['fixed']}, broke {effect['broken']} (exact McNemar p = {effect['mcnemar_p']:.3g})"
         )
-    print(f"report: {report}")
-    return metrics
+    if report is not None:
+        print(f"report: {report}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fmnist.cli.analysis import calibrate_and_print
-    from fmnist.run import RunPaths
+    """``fmnist train``: the library's errors and warnings name flags, not parameters."""
+    wording = FlagWording()
+    handlers = logging.getLogger("fmnist").handlers
+    for handler in handlers:
+        handler.addFilter(wording)
+    try:
+        return _train(args)
+    except FmnistError as error:
+        raise error_as_flags(error) from None
+    finally:
+        for handler in handlers:
+            handler.removeFilter(wording)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from fmnist.cli.analysis import print_calibration
+    from fmnist.pipeline import resume_pipeline, run_pipeline
     from fmnist.tracking import open_trackers, parse_log_targets
-    from fmnist.training import (
-        default_run_dir,
-        read_config_file,
-        resolve_config,
-        resume,
-        train,
-    )
+    from fmnist.training import default_run_dir
+    from fmnist.training.config import dump_config
 
     if args.resume:
         given = [
@@ -127,45 +153,51 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "a resumed run keeps the settings it started with (its config.json)",
             )
         run_dir = Path(args.resume)
+        if args.print_config:
+            from fmnist.training.resume import read_run_config
+            from fmnist.training.run_folder import RunPaths
+
+            print(dump_config(read_run_config(RunPaths(run_dir))), end="")
+            return 0
     else:
-        if bool(args.specialist) != bool(args.base):
-            raise ConfigError(
-                "--specialist and --base go together",
-                "a specialist refines a main run: pass --specialist GROUP --base RUN_DIR",
-            )
-        file_values = read_config_file(Path(args.config)) if args.config else None
-        config = resolve_config(args.recipe, file_values=file_values, overrides=config_overrides(args))
-        if args.image_size is not None:
-            config = dataclasses.replace(config, model_args={**config.model_args, "image_size": args.image_size})
-            config.validate()
+        config = config_from_args(args)
+        if args.print_config:
+            print(dump_config(config), end="")  # JSON, which --config reads back
+            return 0
         run_dir = Path(args.out) if args.out else default_run_dir(config.model)
+    steps = {"data": args.data, "evaluate": not args.no_eval, "progress": progress_enabled(args)}
     # Opened before training, so a missing extra or an unusable store is refused first.
     with open_trackers(parse_log_targets(args.log), run_dir) as trackers:
         on_epoch = trackers or None
         if args.resume:
-            result = resume(run_dir, data=args.data, progress=progress_enabled(args), on_epoch=on_epoch)
+            result = resume_pipeline(run_dir, **steps, on_epoch=on_epoch)
         else:
-            result = train(config, run_dir, data=args.data, progress=progress_enabled(args), on_epoch=on_epoch)
-        if not result.is_main:
+            result = run_pipeline(config, run_dir, **steps, on_epoch=on_epoch)
+        trained = result.training
+        if not trained.is_main:
             return 0  # under torchrun, rank 0 alone reports and evaluates
-        stopped = "early stopping" if result.stopped_early else "the epoch limit"
+        stopped = "early stopping" if trained.stopped_early else "the epoch limit"
         print(
-            f"trained {len(result.history)} epochs (stopped by {stopped}); best epoch {result.best_epoch}: "
-            f"{RunPaths(result.run_dir).model}"
+            f"trained {len(trained.history)} epochs (stopped by {stopped}); best epoch {trained.best_epoch}: "
+            f"{trained.run_dir / 'model.safetensors'}"
         )
-        calibration = metrics = None
-        if not result.config.full:
-            # Temperature scaling on the validation split, so evaluation, predict and serve
-            # return calibrated probabilities (a --full run has no validation split to fit on).
-            calibration = calibrate_and_print(result.run_dir, args.data)
-        if not args.no_eval:
-            metrics = evaluate_and_report(result.run_dir, args.data)
-        trackers.finished(metrics=metrics, calibration=calibration)
+        if result.calibration is not None:
+            print_calibration(result.calibration)
+        if result.metrics is not None:
+            print_evaluation(result.metrics, result.report)
+        calibration = result.calibration.to_dict() if result.calibration is not None else None
+        trackers.finished(metrics=result.metrics, calibration=calibration)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    evaluate_and_report(Path(args.run), args.data)
+    from fmnist.evaluation.evaluate import EXPORT_SUFFIXES, evaluate_export
+    from fmnist.pipeline import evaluate_and_report
+
+    if Path(args.run).suffix in EXPORT_SUFFIXES:  # an exported file: its metrics, printed
+        print_evaluation(evaluate_export(args.run, args.data)[1], None)
+        return 0
+    print_evaluation(*evaluate_and_report(Path(args.run), args.data))
     return 0
 
 
@@ -194,24 +226,90 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+class _RecipeNames:
+    """list_recipes(), read when argparse first needs it (help, or a --recipe to check):
+    importing the recipes loads torch, which `fmnist --version` need not wait for."""
+
+    def _names(self) -> list[str]:
+        from fmnist.training.recipes import list_recipes
+
+        return list_recipes()
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+
+# argparse dest -> the TrainConfig field whose recipe value is the flag's default.
+_FIELD_OF_DEST = {dest: field for field, dest in ((f, f) for f in TRAIN_FLAGS) if dest not in ("run_dir", "data")}
+_FIELD_OF_DEST.update(init="init_run", base="base_run")
+
+
+class TrainHelpFormatter(argparse.HelpFormatter):
+    """Help with each flag's default: the recipes' values for config flags (read when help
+    is shown), else the flag's own default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.help is argparse.SUPPRESS or "(default" in text or isinstance(action, argparse._StoreTrueAction):
+            return text
+        field = _FIELD_OF_DEST.get(action.dest)
+        if field is not None:
+            return f"{text} (default: {_recipe_defaults(field)})".replace("%", "%%")
+        if action.default not in (None, False, argparse.SUPPRESS):
+            return f"{text} (default: %(default)s)"
+        return text
+
+
+def _recipe_defaults(field: str) -> str:
+    from fmnist.training.recipes import DEFAULT_RECIPE, RECIPES
+
+    if field == "recipe":
+        return DEFAULT_RECIPE
+    values = {name: getattr(config, field) for name, config in RECIPES.items()}
+    if len(set(map(repr, values.values()))) == 1:
+        return _shown(next(iter(values.values())))
+    return "the recipe's: " + ", ".join(f"{name} {_shown(value)}" for name, value in values.items())
+
+
+def _shown(value: object) -> str:
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     models = commands.add_parser("models", help="list the registered models with parameters and FLOPs")
     models.add_argument("--format", choices=["text", "json"], default="text")
     models.set_defaults(handler=cmd_models)
 
-    train = commands.add_parser("train", help="train a model; writes a run folder with metrics and a report")
-    train.add_argument("--recipe", help="named recipe: fast (default), seed (the original notebook), best (most accurate)")
-    train.add_argument("--config", metavar="FILE", help="YAML or TOML settings; flags override it")
-    train.add_argument("--data", metavar="PATH", help="folder with IDX files or Kaggle CSVs (default: search)")
+    train = commands.add_parser(
+        "train",
+        help="train a model; writes a run folder with metrics and a report",
+        description="Train a model into a run folder, calibrate it, evaluate it on the test set and write its "
+        "report. Settings come from the recipe, then --config, then the flags and --set.",
+        formatter_class=TrainHelpFormatter,
+    )
+    train.add_argument(
+        "--recipe", choices=_RecipeNames(), help="named recipe: seed (the original notebook), fast, best (most accurate)"
+    )
+    train.add_argument("--config", metavar="FILE", help="YAML, TOML or JSON settings (e.g. from --print-config); flags override it")
+    train.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="set any config field, last of all; repeatable; dotted for nested fields (augment.flip=true, "
+        "model_args.width_14=48); values are JSON (numbers, true/false, null, lists) or plain text; --print-config lists the keys",
+    )
+    train.add_argument("--print-config", action="store_true", help="print the resolved config as JSON (for --config) and exit without training")
+    train.add_argument("--data", metavar="PATH", help="IDX/CSV folder, image folder (train/<class>/*.png, test/<class>/...) or a .csv/.npz file; a classes.txt next to it names the classes (default: search)")
     train.add_argument("--out", metavar="DIR", help="run folder (default: runs/<timestamp>-<model>)")
     train.add_argument("--model", help="registered model name (fmnist models lists them)")
     train.add_argument("--epochs", type=positive_int, help="maximum epochs")
-    train.add_argument("--batch-size", type=positive_int)
+    train.add_argument("--batch-size", type=positive_int, help="images per step")
     train.add_argument("--lr", type=positive_float, help="peak learning rate")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=int, help="seed of the split, initialisation and batch order")
     train.add_argument("--threads", type=positive_int, help="CPU threads (default: $OMP_NUM_THREADS, else the CPUs this process may use: taskset, cgroup quota)")
     train.add_argument("--subset", type=positive_int, metavar="N", help="train on the first N training images")
-    train.add_argument("--val-fraction", type=fraction, help="validation share of the training split (default 0.1)")
+    train.add_argument("--val-fraction", type=fraction, help="validation share of the training split")
     train.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
     train.add_argument("--no-augment", action="store_true", help="train without augmentation")
     train.add_argument(
@@ -226,10 +324,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="ImageNet weights for --model resnet18/mobilenet_v2: a .safetensors/.pth file, or 'imagenet' (downloads)",
     )
     transfer.add_argument("--init", metavar="RUN_DIR", help="start from one of your runs' weights (a different head is re-initialised)")
-    transfer.add_argument("--image-size", type=positive_int, metavar="PX", help="upsample 28 px to PX for ImageNet backbones (default 64)")
+    transfer.add_argument("--image-size", type=positive_int, metavar="PX", help="upsample 28 px to PX for ImageNet backbones (default: 64)")
     transfer.add_argument("--freeze-epochs", type=int, metavar="N", help="warm-up epochs with the backbone frozen")
     transfer.add_argument("--backbone-lr-scale", type=positive_float, metavar="X", help="backbone lr = lr x X (e.g. 0.1)")
-    transfer.add_argument("--specialist", metavar="GROUP", help="train only on a group of confusable classes: tops")
+    transfer.add_argument("--specialist", metavar="GROUP", help="train only on a group of confusable classes: tops (default: none)")
     transfer.add_argument("--base", metavar="RUN_DIR", help="the main run a --specialist refines")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     train.add_argument(
@@ -242,14 +340,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     train.set_defaults(handler=cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a run on the test set; writes metrics.json and the report")
-    evaluate.add_argument("run", metavar="RUN_DIR")
-    evaluate.add_argument("--data", metavar="PATH", help="test data: a folder in either format, or a CSV file")
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a run on the test set (writes metrics.json and the report), or an exported .onnx/.pt (prints them)"
+    )
+    evaluate.add_argument("run", metavar="RUN_DIR_OR_EXPORT")
+    evaluate.add_argument("--data", metavar="PATH", help="test data: an IDX/CSV folder, an image folder, or a .csv/.npz file")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     ensemble = commands.add_parser("ensemble", help="average several runs' probabilities and evaluate them as one model")
     ensemble.add_argument("runs", metavar="RUN_DIR", nargs="+")
-    ensemble.add_argument("--data", metavar="PATH", help="test data: a folder in either format, or a CSV file")
+    ensemble.add_argument("--data", metavar="PATH", help="test data: an IDX/CSV folder, an image folder, or a .csv/.npz file")
     ensemble.add_argument("--out", metavar="DIR", help="where metrics.json and the report go (default: runs/<timestamp>-ensemble)")
     tta = ensemble.add_mutually_exclusive_group()
     tta.add_argument("--tta", action="store_true", help="flip test-time augmentation for every member")

@@ -98,7 +98,7 @@ def fetch_named_weights(model_name: str, name: str) -> dict[str, torch.Tensor]:
     if url is None:
         known = ", ".join(sorted(n for m, n in NAMED_WEIGHTS if m == model_name)) or "none"
         raise ConfigError(
-            f"--pretrained {name!r}: not a weights file, nor a named weight set for {model_name} (named sets: {known})",
+            f"pretrained {name!r}: not a weights file, nor a named weight set for {model_name} (named sets: {known})",
             "pass a .safetensors/.pth file or a named set",
         )
     hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
@@ -108,7 +108,7 @@ def fetch_named_weights(model_name: str, name: str) -> dict[str, torch.Tensor]:
         reason = getattr(error, "reason", error)
         raise ConfigError(
             f"cannot download the {name} weights for {model_name} from {url} ({reason}); offline?",
-            f"put the file at {hub_dir / url.rsplit('/', 1)[-1]}, or pass --pretrained PATH to a local "
+            f"put the file at {hub_dir / url.rsplit('/', 1)[-1]}, or set pretrained to a local "
             ".safetensors/.pth file",
         ) from None
 
@@ -119,8 +119,8 @@ def load_pretrained(model: nn.Module, model_name: str, source: str) -> WeightTra
     prefix = getattr(model, "pretrained_prefix", None)
     if prefix is None:
         raise ConfigError(
-            f"--pretrained needs an ImageNet backbone; {model_name} has none",
-            "use --model resnet18 or --model mobilenet_v2 (or --init RUN_DIR to start from one of your runs)",
+            f"pretrained needs an ImageNet backbone; {model_name} has none",
+            "use model resnet18 or mobilenet_v2 (or init_run, to start from one of your runs)",
         )
     state = read_state_dict(source) if looks_like_file(source) else fetch_named_weights(model_name, source)
     head = f"{model.head_name}."
@@ -163,14 +163,14 @@ def load_run_weights(model: nn.Module, run: str | os.PathLike[str]) -> WeightTra
     try:
         path = resolve_model_path(run)
     except RunError as error:
-        raise RunError(f"--init: {error.problem}", error.fix) from None
+        raise RunError(f"init_run: {error.problem}", error.fix) from None
     tensors, _ = load_tensor_file(path)
     damaged = non_finite_tensors(tensors)
     if damaged:  # copied in, they would make the first training step NaN
-        raise RunError(f"--init {path}: weights {', '.join(damaged[:3])} hold NaN or infinite values", "start from another run")
+        raise RunError(f"init_run {path}: weights {', '.join(damaged[:3])} hold NaN or infinite values", "start from another run")
     transfer = copy_matching(model, tensors, str(path))
     if not transfer.loaded:
-        raise RunError(f"--init {run}: none of its weights fit this model", "start from a run of the same model family")
+        raise RunError(f"init_run {run}: none of its weights fit this model", "start from a run of the same model family")
     return transfer
 
 

@@ -16,7 +16,6 @@ import os
 import time
 import warnings
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,16 +40,6 @@ from fmnist.inference.photo import (
 from fmnist.inference.predictor import Predictor, top_k
 from fmnist.serving.batcher import BatcherStopped, MicroBatcher
 from fmnist.serving.decoding import DecodePool
-from fmnist.serving.uploads import (
-    FIELD,
-    SERVED_FORMATS,
-    BodyLimitMiddleware,
-    Limits,
-    RequestRefused,
-    Upload,
-    open_request_images,
-    read_uploads,
-)
 from fmnist.serving.metrics import Metrics, MetricsMiddleware
 from fmnist.serving.model import load_serving_predictor
 from fmnist.serving.schemas import (
@@ -61,23 +50,20 @@ from fmnist.serving.schemas import (
     error_responses,
 )
 from fmnist.serving.security import BearerToken, HostAllowList, SecurityHeaders
+from fmnist.serving.settings import ServeSettings
+from fmnist.serving.uploads import (
+    FIELD,
+    SERVED_FORMATS,
+    BodyLimitMiddleware,
+    Limits,
+    RequestRefused,
+    Upload,
+    open_request_images,
+    read_uploads,
+)
 
 STATIC_DIR = Path(__file__).parent / "static"
 log = logging.getLogger("fmnist.serving")
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    model: str | Path  # run folder, model file or ONNX file
-    backend: str = "torch"  # torch | onnxruntime
-    limits: Limits = field(default_factory=Limits)
-    max_batch: int = 256  # images per forward pass
-    max_wait_ms: float = 2.0  # longest the first request of a batch waits for company
-    min_confidence: float = 0.0  # below this the answer is "uncertain"
-    threads: int | None = None  # backend threads (None: the library default)
-    allowed_hosts: tuple[str, ...] = ()  # Host header values served ("*.example.com" too); () = any
-    cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API from a browser
-    token: str | None = None  # bearer token required on /v1/* and /metrics
 
 
 def _png_data_url(image: np.ndarray) -> str:

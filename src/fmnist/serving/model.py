@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from fmnist.inference.predictor import Predictor, load_predictor
 
 if TYPE_CHECKING:
-    from fmnist.serving.app import ServeSettings
+    from fmnist.serving.settings import ServeSettings
 
 
 def load_serving_predictor(settings: ServeSettings) -> Predictor:

@@ -1,13 +1,14 @@
-"""Training: one loop for every recipe, resumable checkpoints, early stopping."""
+"""Training: one loop for every recipe, resumable checkpoints, early stopping.
 
-from fmnist.training.config import (
-    TrainConfig,
-    config_from_dict,
-    read_config_file,
-    resolve_config,
-)
-from fmnist.training.loop import EpochEnd, TrainResult, resume, train
+``train``/``resume`` train a run folder; ``fmnist.pipeline.run_pipeline`` also calibrates,
+evaluates and reports it, as ``fmnist train`` does.
+"""
+
+from fmnist.training.config import TrainConfig, config_from_dict
+from fmnist.training.events import EpochEnd, StopTraining
+from fmnist.training.loop import TrainResult, resume, train
 from fmnist.training.recipes import DEFAULT_RECIPE, RECIPES, get_recipe, list_recipes
+from fmnist.training.resolve import read_config_file, resolve_config
 from fmnist.training.run_folder import RunPaths, default_run_dir
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "RECIPES",
     "EpochEnd",
     "RunPaths",
+    "StopTraining",
     "TrainConfig",
     "TrainResult",
     "config_from_dict",

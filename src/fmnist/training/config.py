@@ -1,7 +1,8 @@
-"""Training configuration: one typed dataclass, recipes as named instances of it.
+"""Training configuration: one typed dataclass, and the typed application of settings to it.
 
-Resolution order: the recipe's values, then a config file (YAML or TOML), then flags.
-The resolved config is written into the run folder and is all a resume needs.
+Recipes are named instances of it (recipes.py); resolve.py applies a config file's and the
+caller's settings on top. The resolved config is written into the run folder and is all a
+resume needs. This module imports nothing from fmnist.training: every other part builds on it.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fmnist.augment import AugmentConfig
 from fmnist.errors import ConfigError
 from fmnist.models.registry import check_model_args, get_spec
-from fmnist.training.config_file import read_settings
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+class SettingError(ConfigError):
+    """A setting as written (a config file's key, ``KEY=VALUE``) that is unknown or of the
+    wrong type; the message names it as the user wrote it."""
+
 SCHEDULES = ("constant", "plateau", "onecycle", "cosine")
 
 
@@ -44,8 +49,8 @@ class TrainConfig:
     # it); 0 disables it. The first steps of a fresh network have norms of 8-20: with a
     # high peak rate and few warm-up steps (a short --subset run) they wreck it for good.
     grad_clip: float = 0.0
-    patience: int = 6  # early stopping: epochs without a val-loss improvement; 0 disables it
-    min_delta: float = 1e-4  # smallest val-loss decrease that counts as an improvement
+    patience: int = 6  # early stopping: epochs without an improvement of select_on; 0 disables it
+    min_delta: float = 1e-4  # smallest improvement of select_on that counts (loss, or accuracy as a fraction)
     # Which validation figure picks the epoch that is kept (and that patience watches):
     # "val_loss", or "val_accuracy" for label-smoothed models, whose loss stops tracking
     # accuracy late in a schedule.
@@ -74,7 +79,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid setting: of the wrong type (every
         field, so a config built in code or read from a run folder is checked too), not
-        finite, out of range, or inconsistent with another."""
+        finite, out of range, or inconsistent with another. The rules of optional features
+        (a specialist's outputs) are checked by features.check_config, which calls this."""
         check_field_types(self)
         check_field_types(self.augment)
         get_spec(self.model)
@@ -118,12 +124,6 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"{name} must be {expected}, got {getattr(self, name)!r}")
         self.augment.validate()
-        if self.specialist is not None:
-            from fmnist.training.specialist import group_classes
-
-            classes = len(group_classes(self.specialist))
-            if self.model_args.get("num_classes") != classes:
-                raise ConfigError(f"model_args num_classes must be {classes} for specialist {self.specialist!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -162,7 +162,7 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
     else:
         return value
     expected = getattr(hint, "__name__", str(hint))
-    raise ConfigError(f"{name} must be of type {expected}, got {value!r}")
+    raise SettingError(f"{name} must be of type {expected}, got {value!r}")
 
 
 def _field_type_ok(value: Any, hint: Any) -> bool:
@@ -205,57 +205,62 @@ def check_field_types(config: Any) -> None:
             raise ConfigError(f"{item.name} must be of type {expected} (finite if a number), got {value!r:.80}")
 
 
-def _apply(base: Any, values: dict, where: str) -> Any:
+def _apply(base: Any, values: dict, where: str, prefix: str = "") -> Any:
+    """``base`` (a settings dataclass) with ``values`` type-checked and applied; names in
+    errors carry ``prefix`` (e.g. "augment.") for the fields of a nested table."""
     hints = typing.get_type_hints(type(base))
-    names = [f.name for f in dataclasses.fields(base)]
+    names = _field_names(base)
     changes: dict[str, Any] = {}
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"unknown setting {key!r} in {where}", f"valid settings: {', '.join(names)}")
+            valid = ", ".join(prefix + name for name in names)
+            raise SettingError(f"unknown setting {prefix + key!r} in {where}", f"valid settings: {valid}")
         if dataclasses.is_dataclass(getattr(base, key)):
             if not isinstance(value, dict):
-                raise ConfigError(f"{key} in {where} must be a table of settings, got {value!r}")
-            changes[key] = _apply(getattr(base, key), value, f"{where} [{key}]")
+                raise SettingError(f"{prefix + key} in {where} must be a table of settings, got {value!r}")
+            changes[key] = _apply(getattr(base, key), value, where, f"{prefix}{key}.")
         else:
-            changes[key] = _check_type(key, value, hints[key])
+            changes[key] = _check_type(prefix + key, value, hints[key])
     return dataclasses.replace(base, **changes)
 
 
-def read_config_file(path: Path) -> dict:
-    """Read a YAML (.yaml/.yml) or TOML (.toml) file of settings, in bounded memory and
-    time (see fmnist.training.config_file for the bounds)."""
-    return read_settings(path)
+def apply_settings(config: TrainConfig, settings: dict[str, Any], where: str) -> TrainConfig:
+    """``config`` with ``settings`` applied, keyed by dotted names: ``lr``, ``augment.flip``
+    (a field of a nested settings table), ``model_args.width_14`` (one key of a dict field,
+    merged into its current value). Values are type-checked as a config file's are; an
+    unknown name or a value of the wrong type is a ConfigError naming it and ``where``."""
+    nested: dict[str, Any] = {}
+    for key, value in settings.items():
+        head, _, rest = key.partition(".")
+        if not rest:
+            nested[head] = value
+            continue
+        current = getattr(config, head, None)
+        if isinstance(current, dict):
+            nested.setdefault(head, dict(current))[rest] = value
+        elif dataclasses.is_dataclass(current):
+            nested.setdefault(head, {})[rest] = value
+        elif head in _field_names(config):
+            raise SettingError(f"{head} in {where} is a single setting, not a table: use {head}=VALUE, not {key}")
+        else:
+            nested[head] = value  # refused by _apply, which lists the valid names
+    return _apply(config, nested, where)
 
 
-def resolve_config(
-    recipe: str | None = None, *, file_values: dict | None = None, overrides: dict | None = None
-) -> TrainConfig:
-    """The recipe's config, updated by the config file's values, then by flags.
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``"key=value"`` as (key, value): the value read as JSON when it is JSON (numbers,
+    true/false, null, lists, objects), else kept as the text (``optimizer=sgd``)."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise SettingError(f"setting {text!r} is not KEY=VALUE", "write it as e.g. epochs=5 or augment.flip=true")
+    try:
+        return key.strip(), json.loads(value)
+    except (json.JSONDecodeError, RecursionError):
+        return key.strip(), value
 
-    The recipe is the one named by ``recipe`` (the flag), else by the file's ``recipe``
-    key, else the default recipe. ``overrides`` with value None are flags left unset.
-    """
-    from fmnist.training.recipes import DEFAULT_RECIPE, get_recipe
 
-    file_values = dict(file_values or {})
-    name = recipe or file_values.pop("recipe", None) or DEFAULT_RECIPE
-    file_values.pop("recipe", None)
-    config = get_recipe(name)
-    recipe_model = config.model
-    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
-    config = _apply(config, file_values, "the config file")
-    config = _apply(config, flags, "the flags")
-    if config.model != recipe_model and "model_args" not in file_values and "model_args" not in flags:
-        # The recipe's model arguments belong to the recipe's model (e.g. fast_cnn widths).
-        config = dataclasses.replace(config, model_args={})
-    if config.specialist is not None:
-        from fmnist.training.specialist import group_classes
-
-        # One output per class of the group (labels are remapped to 0..k-1).
-        num_classes = len(group_classes(config.specialist))
-        config = dataclasses.replace(config, model_args={**config.model_args, "num_classes": num_classes})
-    config.validate()
-    return config
+def _field_names(config: Any) -> list[str]:
+    return [item.name for item in dataclasses.fields(config)]
 
 
 def config_from_dict(values: dict) -> TrainConfig:

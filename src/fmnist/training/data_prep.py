@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from fmnist.data import DataSource, load, stratified_split
-from fmnist.errors import ConfigError
+from fmnist.data.classes import CLASS_NAMES, is_fashion
+from fmnist.errors import ConfigError, DataError
 from fmnist.training.config import TrainConfig
-from fmnist.training.specialist import group_indices, remap_to_group
+from fmnist.training.features import features_for
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,35 @@ class TrainingData:
     val_images: torch.Tensor
     val_labels: torch.Tensor
     source: DataSource
-    description: dict  # for run.json: where the data came from, sizes, digest
+    description: dict  # for run.json: where the data came from, sizes, digest, class names
+    class_names: tuple[str, ...] = CLASS_NAMES  # the data's (label i is class_names[i])
+
+
+def model_args_for(config: TrainConfig, class_names: tuple[str, ...]) -> dict:
+    """The model arguments a run builds its model with: the config's, with one output per
+    class of the data (a specialist has already set its group's count)."""
+    if config.specialist is not None:
+        return dict(config.model_args)
+    wanted = config.model_args.get("num_classes")
+    if wanted is not None and wanted != len(class_names):
+        raise ConfigError(
+            f"model_args num_classes is {wanted} but the data has {len(class_names)} classes",
+            "leave num_classes out: it comes from the data",
+        )
+    return {**config.model_args, "num_classes": len(class_names)}
+
+
+def check_resumed_classes(run_root: Path, data: TrainingData) -> None:
+    """Refuse to continue a run on data whose classes differ from those it started with."""
+    from fmnist.run import Run
+
+    recorded = Run.create(run_root).provenance().data.get("class_names") if (run_root / "run.json").is_file() else None
+    if recorded is not None and tuple(recorded) != data.class_names:
+        raise DataError(
+            f"{run_root} was trained on {len(recorded)} classes ({', '.join(recorded[:4])}...), "
+            f"this data has {len(data.class_names)} ({', '.join(data.class_names[:4])}...)",
+            "resume with the data the run started with (--data)",
+        )
 
 
 def prepare_data(
@@ -29,6 +59,12 @@ def prepare_data(
 ) -> TrainingData:
     split = load("train", data, progress=progress)
     images, labels = split.images, split.labels
+    if config.specialist is not None and not is_fashion(split.class_names):
+        raise DataError(
+            f"{split.source.root}: the {config.specialist!r} specialist needs Fashion-MNIST's classes, "
+            f"this data has {len(split.class_names)} others ({', '.join(split.class_names[:5])}...)",
+            "train a specialist only on Fashion-MNIST",
+        )
     if config.subset is not None:
         if config.subset > len(labels):
             raise ConfigError(
@@ -41,22 +77,9 @@ def prepare_data(
         train_idx, val_idx = np.arange(len(labels)), np.arange(0)
     else:
         train_idx, val_idx = stratified_split(labels, config.val_fraction, seed=config.seed)
-    if config.specialist is not None:
-        # Split first, then keep the group's images: with the base run's seed and
-        # val_fraction the specialist validates on exactly the base's validation images of
-        # the group, none of which the base (or an --init run) was trained on.
-        train_idx, val_idx = group_indices(labels, train_idx, config.specialist), group_indices(labels, val_idx, config.specialist)
-        labels = remap_to_group(labels, config.specialist)
-    description = {
-        "root": str(split.source.root),
-        "origin": split.source.origin,
-        "format": split.files.format,
-        "files": [str(p) for p in split.files.paths],
-        "official": split.official,
-        "content_digest": split.content_digest,
-        "train_images": len(train_idx),
-        "val_images": len(val_idx),
-    }
+    for feature in features_for(config):  # e.g. a specialist keeps its group's images
+        labels, train_idx, val_idx = feature.select_data(labels, train_idx, val_idx)
+    description = {**split.describe(), "train_images": len(train_idx), "val_images": len(val_idx)}
     return TrainingData(
         train_images=torch.from_numpy(np.ascontiguousarray(images[train_idx])),
         train_labels=torch.from_numpy(labels[train_idx].astype(np.int64)),
@@ -64,4 +87,5 @@ def prepare_data(
         val_labels=torch.from_numpy(labels[val_idx].astype(np.int64)),
         source=split.source,
         description=description,
+        class_names=split.class_names,
     )

@@ -52,7 +52,8 @@ RECIPES: dict[str, TrainConfig] = {
     # The accurate recipe: a pre-activation ResNet with the regularisers that the best
     # published Fashion-MNIST results rely on (random crop, flips, random erasing, label
     # smoothing), an exponential moving average of the weights, a one-cycle schedule and
-    # flip test-time augmentation. Sized for about 55 minutes on a 2-core CPU.
+    # flip test-time augmentation. 30 epochs take 33 minutes on a 2-core CPU (README,
+    # "Results": 94.31% test accuracy, one seed).
     "best": TrainConfig(
         recipe="best",
         model="preact_resnet",

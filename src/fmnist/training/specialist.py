@@ -2,11 +2,15 @@
 
 A specialist run trains on the group's images with labels remapped to 0..k-1 (its model
 has k outputs and stores the group's class names), and its model card names the base run
-that consults it; evaluation/specialist.py combines the two.
+that consults it; inference/combined.py combines the two. ``SpecialistFeature`` is how a
+run with ``specialist`` set does this (the hooks are described in training/hooks.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,11 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist.data.classes import CLASS_NAMES
-from fmnist.errors import ConfigError
+from fmnist.data.classes import CLASS_NAMES, NUM_CLASSES, is_fashion
+from fmnist.errors import ConfigError, RunError
+from fmnist.training.hooks import TrainingFeature
 
 if TYPE_CHECKING:
+    from fmnist.models import ModelCard
     from fmnist.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 # The groups the base model confuses most (see docs/analysis.md): the four upper-body garments.
 SPECIALIST_GROUPS: dict[str, tuple[str, ...]] = {
@@ -59,16 +67,10 @@ def specialist_card(name: str, base_run: str | os.PathLike[str], *, run_dir: str
     return [CLASS_NAMES[i] for i in classes], {"group": name, "classes": list(classes), "base_run": relative}
 
 
-def start_name(start: str | os.PathLike[str]) -> str:
-    """How a model card names the weights a run started from (--pretrained, --init): a
-    named set as it is, a file or run folder by its name only (no machine path)."""
-    return Path(start).name or str(start)
-
-
 def fit_combination_weight(model: nn.Module, config: TrainConfig, val_images: torch.Tensor, val_labels: torch.Tensor) -> float | None:
     """The specialist's share within the group (see inference/combined.py) that gets the
     most of the group's validation images right together with the base; None without a
-    validation split (--full), where the specialist's probabilities are used alone."""
+    validation split (``full``), where the specialist's probabilities are used alone."""
     from fmnist.inference.combined import choose_weight
     from fmnist.inference.predictor import TorchPredictor
     from fmnist.models.saved import load_model
@@ -82,3 +84,90 @@ def fit_combination_weight(model: nn.Module, config: TrainConfig, val_images: to
     classes = group_classes(config.specialist)
     labels = np.asarray(classes)[val_labels.cpu().numpy()]
     return choose_weight(base, specialist, labels, classes)
+
+
+def check_base_run(base_run: str) -> None:
+    """Refuse a specialist's base before training: it must be a finished ten-class run."""
+    from fmnist.models.saved import resolve_model_path
+    from fmnist.tensorfile import load_tensor_file
+
+    try:
+        _, document = load_tensor_file(resolve_model_path(base_run))
+    except RunError as error:
+        raise RunError(f"base_run: {error.problem}", error.fix) from None
+    names = document.get("class_names", [])
+    if len(names) != NUM_CLASSES:
+        raise RunError(
+            f"base_run {base_run}: not a ten-class model ({len(names)} classes)",
+            "pass the main model's run folder, not a specialist's",
+        )
+    if not is_fashion(names):
+        # The groups are named by Fashion-MNIST's classes (see SPECIALIST_GROUPS).
+        raise RunError(
+            f"base_run {base_run}: its classes are not Fashion-MNIST's ({', '.join(map(str, names[:4]))}, ...)",
+            "specialists work on Fashion-MNIST runs only",
+        )
+
+
+def warn_if_split_differs(config: TrainConfig) -> None:
+    """A specialist validates on the base's validation images of its group only when it
+    splits the training data as the base did; otherwise some of its validation images
+    were training images of the base (and of an ``init_run`` from it)."""
+    base_config = Path(config.base_run) / "config.json"
+    if not base_config.is_file():
+        return
+    base = json.loads(base_config.read_text())
+    differing = [
+        f"{name} {base.get(name)!r} (base) vs {getattr(config, name)!r}"
+        for name in ("seed", "val_fraction", "subset")
+        if base.get(name) != getattr(config, name)
+    ]
+    if differing:
+        log.warning(
+            "the specialist splits the data differently from its base run (%s): its validation "
+            "figures may be optimistic; train it with the base run's seed, val_fraction and subset",
+            "; ".join(differing),
+        )
+
+
+class SpecialistFeature(TrainingFeature):
+    """A run on one group of classes (``specialist``) that refines ``base_run``."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        self._weight: float | None = None
+        self._weight_fitted = False
+
+    def resolve(self, config: TrainConfig) -> TrainConfig:
+        # One output per class of the group (labels are remapped to 0..k-1).
+        num_classes = len(group_classes(config.specialist))
+        return dataclasses.replace(config, model_args={**config.model_args, "num_classes": num_classes})
+
+    def check(self) -> None:
+        classes = len(group_classes(self.config.specialist))
+        if self.config.model_args.get("num_classes") != classes:
+            raise ConfigError(f"model_args num_classes must be {classes} for specialist {self.config.specialist!r}")
+
+    def preflight(self) -> None:
+        check_base_run(self.config.base_run)
+        warn_if_split_differs(self.config)
+
+    def select_data(
+        self, labels: np.ndarray, train_indices: np.ndarray, val_indices: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # Split first, then keep the group's images: with the base run's seed and
+        # val_fraction the specialist validates on exactly the base's validation images of
+        # the group, none of which the base (or an init_run from it) was trained on.
+        name = self.config.specialist
+        return remap_to_group(labels, name), group_indices(labels, train_indices, name), group_indices(labels, val_indices, name)
+
+    def card(
+        self, card: ModelCard, *, model: nn.Module, val_images: torch.Tensor, val_labels: torch.Tensor, folder: Path
+    ) -> ModelCard:
+        if not self._weight_fitted:  # fitted once, however many files are written
+            self._weight = fit_combination_weight(model, self.config, val_images, val_labels)
+            self._weight_fitted = True
+        class_names, fields = specialist_card(self.config.specialist, self.config.base_run, run_dir=folder)
+        fields["weight"] = 1.0 if self._weight is None else self._weight
+        fields["weight_fitted_on"] = "validation" if self._weight is not None else None
+        return dataclasses.replace(card, class_names=class_names, extra={**card.extra, "specialist": fields})

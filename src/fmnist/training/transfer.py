@@ -1,5 +1,6 @@
-"""Transfer learning in the training loop: the starting weights (``--pretrained``,
-``--init``) and the parameter groups for a frozen warm-up and discriminative learning rates.
+"""Transfer learning in the training loop: the starting weights (``pretrained``,
+``init_run``) and the parameter groups for a frozen warm-up and discriminative learning rates.
+``TransferFeature`` is how a run that starts from such weights joins the loop (training/hooks.py).
 
 The backbone is every parameter but the classifier head (the model's last Linear layer).
 "Frozen" means a learning rate of 0 for the backbone's groups during the first
@@ -9,13 +10,22 @@ what moves, so resuming stays exact and data-parallel runs need no special case.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
 
 from fmnist.errors import ConfigError, RunError
 from fmnist.models.pretrained import WeightTransfer, load_pretrained, load_run_weights
 from fmnist.training.config import TrainConfig
+from fmnist.training.hooks import TrainingFeature
+
+if TYPE_CHECKING:
+    from fmnist.models import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +43,7 @@ def initialise_weights(model: nn.Module, config: TrainConfig) -> WeightTransfer 
 
 
 def check_start(config: TrainConfig) -> None:
-    """Refuse a missing or unusable start (--pretrained, --init) before any data is read."""
-    from pathlib import Path
-
+    """Refuse a missing or unusable start (``pretrained``, ``init_run``) before any data is read."""
     from fmnist.models.imagenet import IMAGENET_MODELS
     from fmnist.models.pretrained import looks_like_file
     from fmnist.models.saved import resolve_model_path
@@ -43,16 +51,16 @@ def check_start(config: TrainConfig) -> None:
     if config.pretrained is not None:
         if config.model not in IMAGENET_MODELS:
             raise ConfigError(
-                f"--pretrained needs an ImageNet backbone; {config.model} has none",
-                f"use --model {' or --model '.join(IMAGENET_MODELS)} (or --init RUN_DIR to start from one of your runs)",
+                f"pretrained needs an ImageNet backbone; {config.model} has none",
+                f"use model {' or '.join(IMAGENET_MODELS)} (or init_run, to start from one of your runs)",
             )
         if looks_like_file(config.pretrained) and not Path(config.pretrained).expanduser().is_file():
-            raise ConfigError(f"--pretrained {config.pretrained}: no such weights file", "check the path")
+            raise ConfigError(f"pretrained {config.pretrained}: no such weights file", "check the path")
     if config.init_run is not None:
         try:
             resolve_model_path(config.init_run)
         except RunError as error:
-            raise RunError(f"--init: {error.problem}", error.fix) from None
+            raise RunError(f"init_run: {error.problem}", error.fix) from None
 
 
 def uses_parameter_groups(config: TrainConfig) -> bool:
@@ -91,3 +99,25 @@ def lr_scale(group: dict, config: TrainConfig, epochs_done: int) -> float:
     if not group.get("backbone", False):
         return 1.0
     return 0.0 if epochs_done < config.freeze_epochs else config.backbone_lr_scale
+
+
+def start_name(start: str | os.PathLike[str]) -> str:
+    """How a model card names the weights a run started from (``pretrained``, ``init_run``):
+    a named set as it is, a file or run folder by its name only (no machine path)."""
+    return Path(start).name or str(start)
+
+
+class TransferFeature(TrainingFeature):
+    """A run that starts from other weights: ImageNet (``pretrained``) or a run (``init_run``)."""
+
+    def preflight(self) -> None:
+        check_start(self.config)
+
+    def initialise(self, model: nn.Module) -> None:
+        initialise_weights(model, self.config)
+
+    def card(
+        self, card: ModelCard, *, model: nn.Module, val_images: torch.Tensor, val_labels: torch.Tensor, folder: Path
+    ) -> ModelCard:
+        start = start_name(self.config.pretrained or self.config.init_run)
+        return dataclasses.replace(card, extra={**card.extra, "initialised_from": start})

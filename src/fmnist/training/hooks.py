@@ -1,0 +1,59 @@
+"""The hooks through which an optional capability (transfer learning, specialists) joins a run.
+
+``train()`` knows no feature by name: it asks ``features.features_for(config)`` which ones the
+config turns on and calls each at the steps below, in this order. Every hook does nothing by
+default, so a feature overrides only the steps it changes.
+
+    resolve     derived settings, while the config is resolved (e.g. a specialist's outputs)
+    check       consistency rules across settings, after ``TrainConfig.validate``
+    preflight   refuse missing or unusable inputs (files, runs) before any data is read
+    select_data which training images and labels the run sees, after the train/val split
+    initialise  starting weights of a fresh run (not on resume: it restores its own)
+    card        fields this feature adds to the model card of a file written into ``folder``
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from fmnist.models import ModelCard
+    from fmnist.training.config import TrainConfig
+
+
+class TrainingFeature:
+    """One optional capability of a run, built from the run's config; every hook a no-op."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    def resolve(self, config: TrainConfig) -> TrainConfig:
+        return config
+
+    def check(self) -> None:
+        """Raise ConfigError for settings that do not fit together for this feature."""
+
+    def preflight(self) -> None:
+        """Raise ConfigError or RunError for an input the run cannot use (read nothing big)."""
+
+    def select_data(
+        self, labels: np.ndarray, train_indices: np.ndarray, val_indices: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(labels, train indices, validation indices) the run trains and validates on."""
+        return labels, train_indices, val_indices
+
+    def initialise(self, model: nn.Module) -> None:
+        """Set the starting weights of a fresh run's ``model`` (built, still on the CPU)."""
+
+    def card(
+        self, card: ModelCard, *, model: nn.Module, val_images: torch.Tensor, val_labels: torch.Tensor, folder: Path
+    ) -> ModelCard:
+        """``card`` with this feature's fields for the final ``model`` (eval mode, CPU),
+        written into ``folder`` (paths in a card are stored relative to the file's folder);
+        the run's validation split is there for fields fitted on it."""
+        return card
