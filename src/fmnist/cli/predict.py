@@ -45,8 +45,10 @@ def _rows(args: argparse.Namespace, predictor) -> tuple[list[dict], int]:
             for warning in item.warnings:
                 print(f"fmnist: warning: {item.path}: {warning}", file=sys.stderr)
             row = {"path": item.path, **prediction.to_dict()}
-            if item.label is not None:
+            if item.label is not None and item.label < len(predictor.class_names):
                 row["true_label"] = predictor.class_names[item.label]
+            elif item.label is not None:
+                print(f"fmnist: warning: {item.path}: label {item.label} is not one of the model's {len(predictor.class_names)} classes", file=sys.stderr)
             if item.warnings:
                 row["warnings"] = item.warnings
             rows.append(row)

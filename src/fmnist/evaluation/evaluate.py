@@ -104,11 +104,13 @@ def _predict_test(
     probabilities depend on) for ``model`` on ``test``."""
     info = specialist_info(model)
     if info is None:
+        test.check_classes(model.card.class_names, model.path)
         predictions = predict(model, test.images, test.labels, tta_flip=tta_flip)
         return predictions, {}, model.card.temperature, [model.path]
     # A specialist is evaluated as it is used: refining its base run's predictions (each
     # model with its own temperature already), with the base alone for comparison.
     base = load_base(model)
+    test.check_classes(base.card.class_names, base.path)
     predictions, base_predictions = predict_with_specialist(model, test.images, test.labels, base=base, tta_flip=tta_flip)
     extra = {"specialist": specialist_effect(base_predictions, predictions, info["classes"])}
     return predictions, extra, 1.0, [model.path, base.path]
@@ -174,6 +176,7 @@ def _stored_predictions(model_file: Path, test: Split, tta_flip: bool | None) ->
     if not stored.is_current(arrays_digest(test.images, test.labels), tta_flip=tta_flip):
         return None
     return stored
+
 
 EXPORT_SUFFIXES = (".onnx", ".pt")  # the files `fmnist export` writes (ONNX, TorchScript)
 

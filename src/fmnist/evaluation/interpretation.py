@@ -20,6 +20,7 @@ from torch import nn
 
 from fmnist import extras
 from fmnist.data import Split, load
+from fmnist.data.classes import is_fashion
 from fmnist.errors import RunError
 from fmnist.evaluation.predictions import Predictions, bootstrap_ci, predict
 from fmnist.inference.predictor import TorchPredictor
@@ -139,9 +140,10 @@ def tops_confusion(predictions: Predictions) -> tuple[list[str], np.ndarray]:
     """The confusion matrix restricted to rows and columns of the four tops classes.
 
     Rows are the true class, columns the prediction; predictions outside the group are
-    not counted (so a row may sum to less than its support)."""
+    not counted (so a row may sum to less than its support). Empty for data other than
+    Fashion-MNIST (the group is named by its classes)."""
     names = predictions.class_names
-    indices = [names.index(name) for name in TOPS if name in names]
+    indices = [names.index(name) for name in TOPS] if is_fashion(names) else []
     return [names[i] for i in indices], predictions.confusion_matrix()[np.ix_(indices, indices)]
 
 
@@ -221,6 +223,7 @@ class Interpretation:
         neighbour_pool: int | None = None,
     ) -> Interpretation:
         """Predict once on ``test``, recording the features in the same pass."""
+        test.check_classes(model.card.class_names, model.path)
         recorder = FeatureRecorder(model.module)
         try:
             predictions = predict(model, test.images, test.labels)
