@@ -59,6 +59,7 @@ def test_onnx_takes_uint8_images_of_either_rank_and_carries_the_contract(tiny_ru
     assert (tmp_path / "prepare_photo.py").read_text().startswith("# fmnist photo preparation reference")
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_old_float_input_exports_are_refused_with_the_fix(tiny_run: Path, tmp_path: Path, run_fmnist):
     """A file of the first export format (float (N, 1, 28, 28) in, logits out), as older
     versions wrote it: refused in one line naming the fix, never misread."""
@@ -76,6 +77,24 @@ def test_old_float_input_exports_are_refused_with_the_fix(tiny_run: Path, tmp_pa
     with pytest.raises(RunError, match="exported by an older fmnist .*re-export it with `fmnist export` of this version"):
         load_predictor(old, backend="onnxruntime")
     run_fmnist("evaluate", str(old), "--data", str(tiny_run.parent / "data")).error_line("exported by an older fmnist")
+
+
+def test_evaluate_an_exported_file_like_its_run(tiny_run: Path, tmp_path: Path, run_fmnist):
+    from fmnist.evaluation import evaluate_run
+    from fmnist.evaluation.evaluate import evaluate_export
+
+    data = tiny_run.parent / "data"
+    run_metrics = evaluate_run(tiny_run, data, write=False)[1]
+    onnx_file = export_model(tiny_run, tmp_path / "model.onnx", fmt="onnx", data=data).path
+    script_file = export_model(tiny_run, tmp_path / "model.pt", fmt="torchscript", data=data).path
+    for path in (onnx_file, script_file):
+        metrics = evaluate_export(path, data)[1]
+        assert metrics["test_accuracy"] == run_metrics["test_accuracy"] and metrics["confusion_matrix"] == run_metrics["confusion_matrix"]
+        assert metrics["calibration"]["ece_after"] == pytest.approx(run_metrics["calibration"]["ece_after"], abs=1e-5)
+    done = run_fmnist("evaluate", str(onnx_file), "--data", str(data))
+    assert done.returncode == 0, done.stderr
+    assert f"test accuracy {run_metrics['test_accuracy']:.2%}" in done.stdout and "report:" not in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.pt", "prepare_photo.py"]  # nothing written
 
 
 @pytest.mark.parametrize(

@@ -176,13 +176,13 @@ def test_the_readme_photo_example_answers_like_fmnist_predict(real_run: Path, te
     predictor = load_predictor(real_run)
     right = np.flatnonzero(predictor.probabilities(images).argmax(1) == labels)
     chosen = [int(right[labels[right] == label][0]) for label in (9, 1, 8)]  # an ankle boot, trousers, a bag
-    for index in chosen:
-        photo = garment_photo(images[index], tmp_path / f"photo-{index}.jpg")
-        code = f"import runpy\nsys.argv = [{str(EXAMPLE)!r}, *sys.argv[1:]]\nrunpy.run_path({str(EXAMPLE)!r}, run_name='__main__')\n"
+    photos = [garment_photo(images[index], tmp_path / f"photo-{index}.jpg") for index in chosen]
+    done = run_fmnist("predict", str(real_run), *map(str, photos), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout)
+    code = f"import runpy\nsys.argv = [{str(EXAMPLE)!r}, *sys.argv[1:]]\nrunpy.run_path({str(EXAMPLE)!r}, run_name='__main__')\n"
+    for index, photo, answer in zip(chosen, photos, answers):
         label, probability = run_without_fmnist(code, str(export / "model.onnx"), str(photo), cwd=tmp_path).strip().rsplit(" ", 1)
-        done = run_fmnist("predict", str(real_run), str(photo), "--format", "json")
-        assert done.returncode == 0, done.stderr
-        answer = json.loads(done.stdout)[0]
         assert label == answer["label"] == names[labels[index]], (index, label, answer)
         assert float(probability) == pytest.approx(answer["probability"], abs=1e-4)
 

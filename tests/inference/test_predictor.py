@@ -99,6 +99,19 @@ def test_onnx_backend_carries_temperature_and_flip(calibrated_model, tiny_images
     assert np.abs(onnx_predictor.probabilities(images) - torch_probabilities).max() < 1e-4
 
 
+def test_a_flip_can_be_added_per_call_but_not_taken_out_of_an_export(calibrated_model, tiny_run, tiny_onnx, tiny_images):
+    images = tiny_images[0][:20]
+    plain_onnx, plain_torch = load_predictor(tiny_onnx, backend="onnxruntime"), load_predictor(tiny_run)
+    assert not plain_onnx.tta_flip  # the base flips the images and runs the graph twice
+    np.testing.assert_allclose(
+        plain_onnx.probabilities(images, tta_flip=True), plain_torch.probabilities(images, tta_flip=True), atol=1e-5
+    )
+    assert np.abs(plain_onnx.probabilities(images, tta_flip=True) - plain_onnx.probabilities(images)).max() > 1e-4
+    exported = export_model(calibrated_model, calibrated_model.parent / "flip.pt", fmt="torchscript").path
+    with pytest.raises(ConfigError, match="averages each image with its mirror inside its graph"):
+        load_predictor(exported).probabilities(images, tta_flip=False)
+
+
 def test_top_k_ranks_and_abstains():
     names = [f"class{i}" for i in range(4)]
     probabilities = np.array([[0.1, 0.6, 0.2, 0.1], [0.3, 0.25, 0.25, 0.2]], np.float32)

@@ -12,14 +12,19 @@ The API that `fmnist predict`, `fmnist serve` and the web page build on (stable)
     predictions = predictor.predict(np.stack([prepared.image]), k=5, min_confidence=0.0)
     predictions[0].to_dict()  # {"label", "class_id", "probability", "top_k": [{"label", "probability"}]}
 
-- ``load_predictor(path, *, backend="torch", threads=None) -> Predictor``: a run folder or
-  model.safetensors (torch), an .onnx file or a run folder holding model.onnx (onnxruntime).
+- ``load_predictor(path, *, backend="torch", threads=None) -> Predictor``: a run folder,
+  model.safetensors or an exported .pt (torch), an .onnx file or a run folder holding
+  model.onnx (onnxruntime). A specialist run gives its combination with its base run.
   Raises RunError/ConfigError (FmnistError) with a one-line message.
 - ``Predictor``: ``backend``, ``name`` (run folder name), ``source`` (file), ``class_names``,
-  ``temperature``, ``tta_flip``; ``probabilities(images) -> float32 (N, C)`` and
+  ``temperature``, ``tta_flip``; ``probabilities(images) -> float32 (N, C)``,
+  ``logits(images)`` (before the temperature), ``outputs(images) -> (logits, probabilities)``
+  (each with optional ``tta_flip=`` and ``temperature=`` for one call) and
   ``predict(images, *, k=5, min_confidence=0.0) -> list[Prediction]`` for uint8 (N, 28, 28)
-  (a single (28, 28) image is accepted as a batch of one). Both backends apply the model
-  card's calibration temperature and test-time flip. Thread-safe for concurrent calls.
+  (a single (28, 28) image is a batch of one; (N, 1, 28, 28) is accepted). The one route
+  from images to probabilities: every backend (a model file, a TorchScript ``.pt`` or ONNX
+  export) supplies logits, and the shared base applies the contract's scaling, the model
+  card's test-time flip and calibration temperature, and the softmax. Thread-safe.
 - ``Prediction``: ``label`` (class name, or "uncertain" when the best probability is below
   ``min_confidence``), ``class_id`` (None when uncertain), ``probability``, ``top_k``.
 - ``prepare_photo(source, *, raw=False, max_pixels=40_000_000) -> PreparedImage`` for a path
