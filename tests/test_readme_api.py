@@ -22,10 +22,11 @@ SECTION = "Python API"
 
 
 def api_blocks(text: str) -> list[str]:
-    """The ```python blocks of the README's Python API section, in order."""
+    """The ```python blocks of the README's Python API section (before its subsections), in order."""
     heading = f"\n## {SECTION}\n"
     assert heading in text, f"the README has no '## {SECTION}' section"
-    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    # The section's own examples: up to its first subsection (which holds standalone scripts).
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     return re.findall(r"^```python\n(.*?)^```", section, flags=re.DOTALL | re.MULTILINE)
 
 
