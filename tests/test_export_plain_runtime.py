@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from recalibrated import recalibrated
 
 from fmnist.data import load
 from fmnist.export import export_model
 from fmnist.inference import load_predictor, prepare_photo
-from fmnist.models import load_model, save_model
+from fmnist.models import load_model
 
 pytest.importorskip("onnxruntime")
 
@@ -39,11 +40,7 @@ def run_without_fmnist(code: str, *args: str, cwd: Path) -> str:
 @pytest.fixture(scope="module")
 def calibrated_real(real_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """real_run's model with a temperature of 1.7 and flip TTA on, so both must be inside the graph."""
-    loaded = load_model(real_run)
-    loaded.card.temperature, loaded.card.tta_flip = 1.7, True
-    path = tmp_path_factory.mktemp("calibrated-real") / "model.safetensors"
-    save_model(path, loaded.module, loaded.card)
-    return path
+    return recalibrated(real_run, tmp_path_factory.mktemp("calibrated-real"), temperature=1.7, tta_flip=True)
 
 
 @pytest.fixture(scope="module")
@@ -67,37 +64,33 @@ np.savez(sys.argv[3], probabilities=probabilities, logits=logits, channel=channe
 """
 
 
-def test_plain_onnxruntime_matches_fmnist_on_1000_test_images(calibrated_real: Path, test_images, tmp_path: Path):
+PLAIN_TORCHSCRIPT = """
+import numpy as np, torch
+model = torch.jit.load(sys.argv[1])
+images = torch.from_numpy(np.load(sys.argv[2]))
+with torch.inference_mode():
+    probabilities, logits = model(images)
+    channel, _ = model(images[:, None])  # (N, 1, 28, 28)
+np.savez(sys.argv[3], probabilities=probabilities.numpy(), logits=logits.numpy(), channel=channel.numpy())
+"""
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_plain_runtime_matches_fmnist_on_1000_test_images(fmt: str, calibrated_real: Path, test_images, tmp_path: Path):
     images, _, images_file = test_images
-    model = tmp_path / "model.onnx"
-    export_model(calibrated_real, model, fmt="onnx")
-    run_without_fmnist(PLAIN_ONNX, str(model), str(images_file), str(tmp_path / "out.npz"), cwd=tmp_path)
+    model = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
+    export_model(calibrated_real, model, fmt=fmt)
+    script = PLAIN_ONNX if fmt == "onnx" else PLAIN_TORCHSCRIPT
+    run_without_fmnist(script, str(model), str(images_file), str(tmp_path / "out.npz"), cwd=tmp_path)
     plain = np.load(tmp_path / "out.npz")
     predictor = load_predictor(calibrated_real)  # what `fmnist predict` uses
     assert predictor.temperature == 1.7 and predictor.tta_flip
     assert np.abs(plain["probabilities"] - predictor.probabilities(images)).max() < PARITY
     assert np.abs(plain["logits"] - predictor.logits(images)).max() < 1e-4  # logits span about +-20
-    np.testing.assert_array_equal(plain["channel"], plain["probabilities"])
-    # The same file through fmnist's ONNX Runtime backend, and evaluated like a run.
-    assert np.abs(load_predictor(model, backend="onnxruntime").probabilities(images) - plain["probabilities"]).max() < PARITY
-
-
-PLAIN_TORCHSCRIPT = """
-import numpy as np, torch
-model = torch.jit.load(sys.argv[1])
-with torch.inference_mode():
-    probabilities, logits = model(torch.from_numpy(np.load(sys.argv[2])))
-np.savez(sys.argv[3], probabilities=probabilities.numpy(), logits=logits.numpy())
-"""
-
-
-def test_plain_torchscript_matches_fmnist_on_1000_test_images(calibrated_real: Path, test_images, tmp_path: Path):
-    images, _, images_file = test_images
-    model = tmp_path / "model.pt"
-    export_model(calibrated_real, model, fmt="torchscript")
-    run_without_fmnist(PLAIN_TORCHSCRIPT, str(model), str(images_file), str(tmp_path / "out.npz"), cwd=tmp_path)
-    plain = np.load(tmp_path / "out.npz")
-    assert np.abs(plain["probabilities"] - load_predictor(calibrated_real).probabilities(images)).max() < PARITY
+    np.testing.assert_array_equal(plain["channel"], plain["probabilities"])  # (N, 1, 28, 28) input
+    # The same file through fmnist's own backend for it.
+    exported = load_predictor(model, backend="onnxruntime" if fmt == "onnx" else "torch")
+    assert np.abs(exported.probabilities(images) - plain["probabilities"]).max() < PARITY
 
 
 def test_plain_onnxruntime_runs_the_int8_export_as_fmnist_does(tiny_run: Path, test_images, tmp_path: Path):

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from recalibrated import recalibrated
 
 from fmnist.data import load
 from fmnist.errors import ConfigError, DataError, RunError
 from fmnist.export import export_model
 from fmnist.inference import BACKENDS, UNCERTAIN, load_predictor, top_k
-from fmnist.models import load_model, save_model
+from fmnist.models import load_model
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +27,7 @@ def tiny_onnx(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def calibrated_model(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny_run's model with a temperature of 2.5 and test-time flip switched on."""
-    loaded = load_model(tiny_run)
-    loaded.card.temperature, loaded.card.tta_flip = 2.5, True
-    path = tmp_path_factory.mktemp("calibrated") / "model.safetensors"
-    save_model(path, loaded.module, loaded.card)
-    return path
+    return recalibrated(tiny_run, tmp_path_factory.mktemp("calibrated"), temperature=2.5, tta_flip=True)
 
 
 def model_source(backend: str, tiny_run: Path, tiny_onnx: Path) -> Path:
