@@ -45,7 +45,8 @@ def check_resumed_classes(run_root: Path, data: TrainingData) -> None:
     """Refuse to continue a run on data whose classes differ from those it started with."""
     from fmnist.run import Run
 
-    recorded = Run.create(run_root).provenance().data.get("class_names") if (run_root / "run.json").is_file() else None
+    run = Run.create(run_root)
+    recorded = run.provenance().data.get("class_names") if run.paths.provenance.is_file() else None
     if recorded is not None and tuple(recorded) != data.class_names:
         raise DataError(
             f"{run_root} was trained on {len(recorded)} classes ({', '.join(recorded[:4])}...), "

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from fmnist.files import atomic_write_text
+from fmnist.run import Run
 from fmnist.training.run_folder import RunPaths
 
 
@@ -24,4 +22,4 @@ def format_epoch(record: dict, epochs: int) -> str:
 def write_epochs_log(paths: RunPaths, history: list[dict]) -> None:
     # Rewritten whole from the checkpointed history, so it never holds an epoch that the
     # checkpoint does not (a kill between the two writes is harmless).
-    atomic_write_text(paths.epochs_log, "".join(json.dumps(record) + "\n" for record in history))
+    Run.create(paths.root).write_history(history)

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from fmnist.errors import RunError
-from fmnist.files import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from fmnist.files import remove_stale_temporaries
+from fmnist.run import Run
 from fmnist.training.config import TrainConfig, dump_config
 from fmnist.training.run_folder import RunPaths, locked, provenance
 
@@ -44,8 +45,8 @@ def check_out_folder(config: TrainConfig, paths: RunPaths) -> bool:
             )
         return False
     try:
-        saved = json.loads(paths.config.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        saved = Run.create(root).config_values()
+    except RunError:  # unreadable: refused below as a run of another config
         saved = None
     wanted = json.loads(dump_config(config))
     if saved != wanted:
@@ -111,8 +112,8 @@ def start_run_folder(
         config.model, config.recipe, config.seed, len(data.train_labels), len(data.val_labels),
         context.world_size, paths.root,
     )
-    paths.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(paths.config, dump_config(config))
+    run = Run.create(paths.root)
+    run.write_config(config)
     run_info = {
         **provenance(threads.threads),
         "torch_threads_from": threads.source,
@@ -120,4 +121,4 @@ def start_run_folder(
         "device": str(context.device),
         "autocast": str(autocast or "off"),
     }
-    atomic_write_json(paths.provenance, {**run_info, "data": data.description})
+    run.write_provenance({**run_info, "data": data.description})

@@ -8,20 +8,19 @@ generators are all saved after each epoch and restored exactly.
 
 from __future__ import annotations
 
-import json
-
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from fmnist.errors import ConfigError, RunError
+from fmnist.run import Run
 from fmnist.training.checkpoint import (
     ExpectedState,
     TrainingState,
     check_training_state,
     damaged_fix,
 )
-from fmnist.training.config import TrainConfig, config_from_dict
+from fmnist.training.config import TrainConfig
 from fmnist.training.distributed import Distributed
 from fmnist.training.early_stopping import EarlyStopping
 from fmnist.training.features import check_config
@@ -119,15 +118,11 @@ class Resumable:
 
 
 def read_run_config(paths: RunPaths) -> TrainConfig:
-    """The run's config.json as a validated TrainConfig; a RunError naming the file."""
-    fix = "restore the run's config.json, or start a new run in another folder"
+    """The run's config.json as a validated TrainConfig (Run.config), the settings of its
+    features checked too; a RunError naming the file."""
+    config = Run.create(paths.root).config()
     try:
-        values = json.loads(paths.config.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise RunError(f"{paths.config}: not valid JSON", fix) from None
-    try:
-        config = config_from_dict(values)
         check_config(config)
     except ConfigError as error:
-        raise RunError(f"{paths.config}: {error.problem}", fix) from None
+        raise RunError(f"{paths.config}: {error.problem}", "restore the run's config.json, or start a new run in another folder") from None
     return config

@@ -9,7 +9,6 @@ run with ``specialist`` set does this (the hooks are described in training/hooks
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import nn
 
 from fmnist.data.classes import CLASS_NAMES, NUM_CLASSES, is_fashion
 from fmnist.errors import ConfigError, RunError
+from fmnist.run import Run, RunPaths
 from fmnist.training.hooks import TrainingFeature
 
 if TYPE_CHECKING:
@@ -113,10 +113,9 @@ def warn_if_split_differs(config: TrainConfig) -> None:
     """A specialist validates on the base's validation images of its group only when it
     splits the training data as the base did; otherwise some of its validation images
     were training images of the base (and of an ``init_run`` from it)."""
-    base_config = Path(config.base_run) / "config.json"
-    if not base_config.is_file():
+    if not RunPaths(Path(config.base_run)).config.is_file():
         return
-    base = json.loads(base_config.read_text())
+    base = Run(config.base_run).config_values()
     differing = [
         f"{name} {base.get(name)!r} (base) vs {getattr(config, name)!r}"
         for name in ("seed", "val_fraction", "subset")
