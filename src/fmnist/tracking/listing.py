@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from fmnist.errors import ConfigError, RunError
-from fmnist.run import Run
+from fmnist.run import CHECKPOINT_DIR, FIGURES_DIR, Run
 
 SEARCH_DEPTH = 2  # the folder's sub-folders and theirs
-SKIPPED_FOLDERS = {"mlruns", "tensorboard", "checkpoints", "figures", "__pycache__"}
+SKIPPED_FOLDERS = {"mlruns", "tensorboard", CHECKPOINT_DIR, FIGURES_DIR, "__pycache__"}
 NOT_A_RUN = "not a run"
 
 
