@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fmnist.data import load
 from fmnist.errors import ConfigError
 from fmnist.evaluation.compare import Comparison, mcnemar_test, run_predictions
 from fmnist.evaluation.evaluate import BOOTSTRAP_RESAMPLES
 from fmnist.evaluation.predictions import Predictions
+from fmnist.models import resolve_model_path
 
 CORRECTION = "Holm-Bonferroni"
 
@@ -101,5 +103,9 @@ class ManyComparison:
 
 
 def compare_many_runs(runs: list[str | os.PathLike[str]], data: str | os.PathLike[str] | None = None) -> ManyComparison:
-    """Predict once with each run (as `fmnist evaluate` does) on the same test split and compare."""
-    return ManyComparison([run_predictions(run, data) for run in runs], [str(run) for run in runs])
+    """Compare runs on one test split, each through its stored test predictions when current
+    (else predicted as `fmnist evaluate` does)."""
+    for run in runs:
+        resolve_model_path(run)  # refuse a bad path before loading the data
+    test = load("test", data)
+    return ManyComparison([run_predictions(run, test=test) for run in runs], [str(run) for run in runs])
