@@ -178,3 +178,26 @@ def test_test_predictions_are_stored_at_evaluation_and_reused(
     # A model file rewritten since the evaluation (calibration replaces it) is not trusted.
     model_file.write_bytes(original)
     assert not run_test_predictions(run_copy, data).reused
+
+
+def test_reordered_test_images_or_a_damaged_predictions_file_mean_predicting_again(
+    tiny_run: Path, run_copy: Path, data_files, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fmnist.data import load
+
+    data = tiny_run.parent / "data"
+    evaluate_run(run_copy, data)
+    # The first two test images swapped: the data's content digest ignores order, the
+    # stored predictions' digest does not (reused, they would be misaligned).
+    test = load("test", data)
+    order = np.r_[1, 0, 2 : len(test.labels)]
+    shuffled = Path(shutil.copytree(data, tmp_path / "shuffled"))
+    data_files.idx_split(shuffled, data_files.dataset(test.images[order], test.labels[order]), split="test")
+    assert load("test", shuffled).content_digest == test.content_digest
+    assert not run_test_predictions(run_copy, shuffled).reused
+    assert run_test_predictions(run_copy, data).reused
+    (run_copy / "test_predictions.npz").write_bytes(b"PK\x03\x04 damaged")
+    with pytest.raises(RunError, match="test_predictions.npz: not readable"):
+        Run(run_copy).test_predictions()
+    assert not run_test_predictions(run_copy, data).reused  # predicted again, with a warning
+    assert "predicting the test set again" in caplog.text

@@ -35,6 +35,7 @@ import html
 import io
 import json
 import os
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -624,7 +625,7 @@ class Run:
                 tta_flip=meta["tta_flip"],
                 model=str(meta.get("model", "")),
             )
-        except (OSError, ValueError, KeyError, TypeError, JsonRefused) as error:
+        except (OSError, ValueError, KeyError, TypeError, JsonRefused, zipfile.BadZipFile) as error:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
             raise RunError(f"{path}: not readable ({first})", f"delete it and run fmnist evaluate {self.root}") from None
         _check_predictions(path, stored)
