@@ -75,8 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Bind first: a busy port is refused at once, before model loading.
     listener = _listen(args.host, args.port)
     from fmnist.serving.app import ServeSettings, create_app
-    from fmnist.serving.uploads import MEGABYTE, Limits
     from fmnist.serving.model import load_serving_predictor
+    from fmnist.serving.uploads import MEGABYTE, Limits
 
     # The CPUs this process may use (affinity, cgroup quota, OMP_NUM_THREADS), shared out
     # among the workers so they do not oversubscribe them.

@@ -9,9 +9,9 @@ from fmnist.evaluation.calibration import (
 )
 from fmnist.evaluation.compare import Comparison, compare_runs, mcnemar_test
 from fmnist.evaluation.ensemble import evaluate_ensemble
+from fmnist.evaluation.evaluate import evaluate_run, metrics_document
 from fmnist.evaluation.explain import Explanation, explain
 from fmnist.evaluation.interpretation import Interpretation
-from fmnist.evaluation.evaluate import evaluate_run, metrics_document
 from fmnist.evaluation.predictions import Predictions, bootstrap_ci, predict
 
 __all__ = [

@@ -23,8 +23,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from fmnist.serving.app import ServeSettings, create_app
-from fmnist.serving.uploads import Limits
 from fmnist.serving.metrics import MULTIPROCESS_DIR_ENV
+from fmnist.serving.uploads import Limits
 
 SETTINGS_ENV = "FMNIST_SERVE_SETTINGS"  # the workers' ServeSettings, as JSON
 
