@@ -28,11 +28,12 @@ def render_photo_like(
     """
     scale = scale or int(rng.integers(4, 9))
     background = int(rng.integers(215, 256))
-    big = np.asarray(Image.fromarray(image).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC), np.float32)
+    height, width = image.shape
+    big = np.asarray(Image.fromarray(image).resize((width * scale, height * scale), Image.Resampling.BICUBIC), np.float32)
     # Inverted onto the background: the dataset's black (0) becomes the background level,
     # its white (255) becomes black.
     dark_on_light = np.rint(background * (1 - big / 255)).astype(np.uint8)
-    left, top, right, bottom = (int(margin) for margin in rng.integers(0, 28 * scale, size=4))
+    left, top, right, bottom = (int(margin) for margin in rng.integers(0, width * scale, size=4))
     padded = ImageOps.expand(Image.fromarray(dark_on_light), border=(left, top, right, bottom), fill=background)
     buffer = io.BytesIO()
     padded.convert("RGB").save(buffer, format="JPEG", quality=quality)
