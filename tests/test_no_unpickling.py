@@ -3,8 +3,10 @@
 Weights and checkpoints are safetensors; the one reader of PyTorch files (ImageNet weights
 in models/pretrained.py) uses torch.load(weights_only=True), which refuses objects other
 than tensors and plain containers. This scans every module of the package for the calls
-that would unpickle, so a new one fails here instead of in an attacker's hands. (export.py's
-torch.jit.load reads back only the TorchScript file it has just written, to check it.)
+that would unpickle, so a new one fails here instead of in an attacker's hands. (torch.jit.load,
+in inference/predictor.py's TorchScriptPredictor, reads TorchScript archives with PyTorch's
+own loader, which builds only TorchScript types, not Python objects; the code stored in the
+file runs when the model is called, so the docs say to load only .pt files you trust.)
 """
 
 from __future__ import annotations
