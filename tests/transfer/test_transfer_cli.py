@@ -18,7 +18,7 @@ from fmnist.models import create_model
         (["SMALL", "--pretrained", "weights.pth"], ["--pretrained needs an ImageNet backbone; seed_cnn has none", "model resnet18 or mobilenet_v2"]),
         (["SMALL", "--init", "no-such-run"], ["--init:", "no such run folder"]),
         (["--model", "resnet18", "--pretrained", "w.pth", "--init", "RUN"], ["--init must be unset when pretrained is set"]),
-        (["SMALL", "--freeze-epochs", "-1"], ["freeze_epochs must be zero (off) or positive"]),
+        (["SMALL", "--freeze-epochs", "-1"], ["--freeze-epochs must be zero (off) or positive"]),
         (["--model", "resnet18", "--image-size", "16"], ["image_size must be a whole number of pixels >= 32"]),
     ],
     ids=["missing-file", "no-backbone", "missing-init-run", "two-starts", "negative-freeze", "tiny-image-size"],

@@ -1,4 +1,4 @@
-"""Early stopping on validation loss, keeping the best weights seen."""
+"""Early stopping on a validation figure to minimise, keeping the best weights seen."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 @dataclass
 class EarlyStopping:
-    """Stop after ``patience`` epochs without a val-loss decrease of at least ``min_delta``.
+    """Stop after ``patience`` epochs in which the watched figure did not fall by at least
+    ``min_delta``. The loop watches the validation loss, or one minus the validation
+    accuracy (``select_on``); ``best_loss`` is that figure at the best epoch.
 
     ``patience == 0`` never stops early but still tracks the best epoch.
     """

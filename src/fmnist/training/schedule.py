@@ -29,7 +29,8 @@ def scheduled_lr(schedule: str, *, peak: float, step: int, total_steps: int, war
 
 @dataclass
 class PlateauScaler:
-    """Halve the learning rate after ``patience`` epochs without a val-loss improvement."""
+    """Halve the learning rate after ``patience`` epochs without a validation-loss
+    improvement (the loss, whatever ``select_on`` picks the kept epoch by)."""
 
     patience: int
     factor: float = 0.5
