@@ -54,8 +54,6 @@ from fmnist.files import (
 )
 
 if TYPE_CHECKING:
-    from fmnist.evaluation.calibration import CalibrationResult
-    from fmnist.models.saved import LoadedModel
     from fmnist.training.config import TrainConfig
 
 CONFIG_FILE = "config.json"
@@ -266,6 +264,23 @@ class Provenance:
     def data_digest(self) -> str | None:
         """The training data's content digest (order- and format-independent)."""
         return self.data.get("content_digest")
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """calibration.json: the temperature fitted on the validation split (evaluation/calibration.py)
+    and the validation NLL and ECE before and after it."""
+
+    temperature: float
+    val_images: int
+    val_nll_before: float
+    val_nll_after: float
+    val_ece_before: float
+    val_ece_after: float
+    bins: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -578,8 +593,6 @@ class Run:
     def calibration(self) -> CalibrationResult | None:
         """calibration.json, or None for a run never calibrated (a --full run has no
         validation split to fit on)."""
-        from fmnist.evaluation.calibration import CalibrationResult
-
         if not self.paths.calibration.is_file():
             return None
         values = self._json(self.paths.calibration)
@@ -588,8 +601,10 @@ class Run:
             raise RunError(f"{self.paths.calibration}: malformed", f"calibrate again with fmnist calibrate {self.root}")
         return CalibrationResult(**{name: values[name] for name in names})
 
-    def model(self) -> LoadedModel:
-        """The final model (model.safetensors), validated and ready for inference."""
+    def model(self) -> Any:
+        """The final model (model.safetensors), validated and ready for inference: a
+        fmnist.models.LoadedModel (not named in the signature: models/ is built on this
+        module, so naming it here would make the two import each other)."""
         from fmnist.models.saved import load_model
 
         return load_model(self.model_path())

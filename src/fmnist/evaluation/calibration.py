@@ -20,7 +20,7 @@ import torch
 from fmnist.errors import RunError
 from fmnist.inference.predictor import TorchPredictor, softmax
 from fmnist.models import LoadedModel, load_model, resolve_model_path, save_model
-from fmnist.run import Run
+from fmnist.run import CalibrationResult, Run
 
 DEFAULT_BINS = 15
 
@@ -102,20 +102,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     # The clamp only guards against a degenerate split (e.g. every image right with huge
     # logits, where the NLL keeps falling as T -> 0); real fits land near 0.5-3.
     return float(log_temperature.detach().exp().clamp(0.05, 20.0))
-
-
-@dataclass(frozen=True)
-class CalibrationResult:
-    temperature: float
-    val_images: int
-    val_nll_before: float
-    val_nll_after: float
-    val_ece_before: float
-    val_ece_after: float
-    bins: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def validation_split(run_dir: Path, data: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
