@@ -29,7 +29,7 @@ def test_a_tiny_search_writes_runs_a_table_and_a_best_config_train_takes(
     assert "Traceback" not in result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("study 'space' in sqlite:///") and "3 trials (3 complete)" in lines[0]
-    assert lines[1].split() == ["trial", "state", "val_acc", "seconds", "epochs", "lr", "batch_size"]
+    assert lines[1].split() == ["trial", "state", "val_acc", "seconds", "counted", "lr", "batch_size"]
     rows = [line.split() for line in lines[2:5]]
     assert [row[0].rstrip("*") for row in rows] == ["0", "1", "2"]
     assert rows[0][1:3] == ["complete", "(baseline)"] and rows[0][-2:] == ["0.3", "256"]  # the recipe's own values

@@ -53,9 +53,10 @@ def _cell(value) -> str:
 
 def format_table(rows: Sequence, parameters: Sequence[str], best_number: int | None) -> str:
     """The study's trials, one line each: number, state, validation accuracy, seconds,
-    epochs counted of those configured, each searched setting; ``*`` marks the best."""
+    epochs counted (within the budget) of those configured, each searched setting; ``*``
+    marks the best."""
     hosts = {row.host for row in rows if row.host}
-    header = ["trial", "state", "val_acc", "seconds", "epochs", *parameters]
+    header = ["trial", "state", "val_acc", "seconds", "counted", *parameters]
     if len(hosts) > 1:
         header.append("host")
     table = [header]

@@ -156,8 +156,9 @@ def _check_folder(study_dir: Path, study_name: str) -> bool:
     return True
 
 
-def _check_same_space(study: Any, space: SearchSpace, budget: float | None) -> None:
-    """Every worker of a study must search the same space under the same budget."""
+def _check_same_space(study: Any, space: SearchSpace, budget: float | None, *, show_only: bool) -> float | None:
+    """Every worker of a study must search the same space under the same budget (only
+    showing the study needs the same space); returns the study's budget."""
     wanted = {"space": space.describe(), "trial_seconds": budget}
     saved = study.user_attrs.get("fmnist")
     if saved is None:
@@ -165,9 +166,11 @@ def _check_same_space(study: Any, space: SearchSpace, budget: float | None) -> N
 
         try:
             study.set_user_attr("fmnist", wanted)
-            return
+            return budget
         except sqlalchemy.exc.IntegrityError:  # another worker set it in the meantime
             saved = study.user_attrs.get("fmnist")
+    if show_only and saved.get("space") == wanted["space"]:
+        return saved.get("trial_seconds")
     if saved != wanted:
         differing = [key for key in ("recipe", "base", "space") if saved.get("space", {}).get(key) != wanted["space"][key]]
         if saved.get("trial_seconds") != budget:
@@ -176,6 +179,7 @@ def _check_same_space(study: Any, space: SearchSpace, budget: float | None) -> N
             f"study {study.study_name!r} was started with another search space or budget (differs in {', '.join(differing)})",
             "start every worker with the same file and flags, or pass another --study-name",
         )
+    return budget
 
 
 def _row(trial: Any) -> TrialRow:
@@ -231,9 +235,10 @@ def _open_study(
     sampler: Any,
     pruner: Any,
     trial_seconds: float | None,
-) -> tuple[Any, str]:
-    """The study ``name`` (created if new) and its storage URL with the password hidden;
-    the folder claimed for it once the storage is open and the space checked."""
+    show_only: bool,
+) -> tuple[Any, str, float | None]:
+    """The study ``name`` (created if new), its storage URL with the password hidden and
+    its time budget; the folder claimed for it once the storage is open and the space checked."""
     optuna = _optuna()
     new_folder = _check_folder(study_dir, name)
     if storage is None:
@@ -245,10 +250,10 @@ def _open_study(
         study = optuna.create_study(
             storage=rdb, study_name=name, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True
         )
-    _check_same_space(study, space, trial_seconds)
+    budget = _check_same_space(study, space, trial_seconds, show_only=show_only)
     if new_folder:
         atomic_write_json(study_dir / STUDY_FILE, {"study_name": name, "storage": shown})
-    return study, shown
+    return study, shown, budget
 
 
 @contextlib.contextmanager
@@ -302,9 +307,9 @@ def tune(
         raise ConfigError(f"heartbeat must be at least 1 second, got {heartbeat}")
     baseline_values = space.base_values() if baseline else None
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS)
-    study, shown = _open_study(
+    study, shown, trial_seconds = _open_study(
         space, study_dir, name, storage=storage, heartbeat=heartbeat, sampler=sampler, pruner=make_pruner(pruner),
-        trial_seconds=trial_seconds,
+        trial_seconds=trial_seconds, show_only=trials == 0,
     )
     if baseline_values is not None and not study.get_trials(deepcopy=False):
         study.enqueue_trial(baseline_values, user_attrs={"baseline": True}, skip_if_exists=True)
