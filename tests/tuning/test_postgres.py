@@ -91,7 +91,8 @@ def wait_for_first_epoch(study_dir: Path, process: subprocess.Popen, timeout: fl
     """The worker's trial folder once it has logged an epoch (mid-trial), or fail."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, "the worker ended before a trial started"
+        if process.poll() is not None:
+            raise AssertionError(f"the worker ended before a trial started: {process.communicate()[1]}")
         for log in study_dir.glob("trial-*/epochs.jsonl"):
             if log.read_text().strip():
                 return log.parent

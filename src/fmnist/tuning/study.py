@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -85,6 +86,30 @@ def make_pruner(name: Any) -> Any:
     raise ConfigError(f"unknown pruner {name!r}", f"choose one of: {', '.join(PRUNERS)}")
 
 
+STORAGE_ATTEMPTS = 4  # workers started together on a new database race to create its tables
+
+
+def _rdb_storage(optuna: Any, url: str, engine_kwargs: dict, heartbeat: int) -> Any:
+    """Optuna's RDBStorage, tried again when a worker started at the same moment was
+    creating the tables (the loser's CREATE or version stamp fails on the winner's)."""
+    import sqlalchemy.exc
+
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat,
+                grace_period=2 * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == STORAGE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_storage(url: str, *, heartbeat: int) -> tuple[Any, str]:
     """An Optuna RDBStorage on ``url`` with heartbeats, and the URL with its password
     hidden; ConfigError in one line for a URL that is not one or a database that cannot be
@@ -108,13 +133,7 @@ def open_storage(url: str, *, heartbeat: int) -> tuple[Any, str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat,
-                grace_period=2 * heartbeat,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-            )
+            storage = _rdb_storage(optuna, url, engine_kwargs, heartbeat)
         except ImportError:
             raise ConfigError(
                 f"--storage {shown}: no Python driver for {parsed.drivername} is installed",
