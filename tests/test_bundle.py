@@ -169,3 +169,14 @@ def test_without_the_export_extra_the_onnx_file_is_left_out_with_a_note(evaluate
     assert {entry.name for entry in out.iterdir()} == FILES - {"model.onnx"}
     card = (out / "README.md").read_text()
     assert "`model.onnx` is not included" in card and "--backend onnxruntime" not in card
+
+
+def test_fmnist_runs_does_not_list_a_bundle_as_a_run(bundle: Path, evaluated_run: Path, tmp_path: Path):
+    from fmnist.tracking.listing import list_runs
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    shutil.copytree(bundle, folder / "shared-bundle")
+    shutil.copytree(evaluated_run, folder / "the-run")
+    assert [row["run"] for row in list_runs(folder)] == ["the-run"]
+    assert [row["run"] for row in list_runs(folder / "shared-bundle")] == []

@@ -68,7 +68,9 @@ def find_run_folders(folder: Path, *, include_others: bool = False) -> tuple[lis
     if not folder.is_dir():
         what = "not a folder" if folder.exists() else "no such folder"
         raise RunError(f"{folder}: {what}", "pass the folder holding your runs (default runs/, else .)")
-    if Run.is_run(folder):
+    from fmnist.export_bundle import is_bundle  # the bundle's file list lives with its writer
+
+    if Run.is_run(folder) and not is_bundle(folder):
         return [folder], []
     runs: list[Path] = []
     others: list[Path] = []
@@ -82,9 +84,13 @@ def find_run_folders(folder: Path, *, include_others: bool = False) -> tuple[lis
         for entry in entries:
             if entry.name.startswith(".") or entry.name in SKIPPED_FOLDERS or not entry.is_dir():
                 continue
-            if Run.is_run(entry):
+            if Run.is_run(entry) and not is_bundle(entry):
                 runs.append(entry)
                 found = True
+            elif is_bundle(entry):
+                # An exported bundle has a run's file names but no training history to list.
+                if depth == 1 and include_others:
+                    others.append(entry)
             elif depth < SEARCH_DEPTH:
                 below = walk(entry, depth + 1)
                 found = found or below
