@@ -68,7 +68,9 @@ def find_run_folders(folder: Path, *, include_others: bool = False) -> tuple[lis
     if not folder.is_dir():
         what = "not a folder" if folder.exists() else "no such folder"
         raise RunError(f"{folder}: {what}", "pass the folder holding your runs (default runs/, else .)")
-    from fmnist.export_bundle import is_bundle  # the bundle's file list lives with its writer
+    from fmnist.export_bundle import (
+        is_bundle,  # the bundle's file list lives with its writer
+    )
 
     if Run.is_run(folder) and not is_bundle(folder):
         return [folder], []
