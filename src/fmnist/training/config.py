@@ -117,7 +117,7 @@ class TrainConfig:
             (
                 not self.tta_flip or (self.augment.enabled and self.augment.flip) or self.pretrained is not None,
                 "tta_flip",
-                "false when training does not flip images (augment.flip)",
+                "false when training does not flip images (augment.flip); set tta_flip false too",
             ),
         ]
         for ok, name, expected in checks:
