@@ -57,6 +57,7 @@ def third_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_compare_n_runs_tests_every_pair_with_holm_adjusted_p_values(
     tiny_run: Path, second_run: Path, third_run: Path, run_fmnist
 ):

@@ -18,6 +18,7 @@ def _files(folder: Path) -> set[str]:
     return {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
 
 
+@pytest.mark.slow
 def test_the_cli_and_the_python_api_make_the_same_run_folder(
     tmp_path: Path, run_fmnist, learnable_dir: Path, small_config: Path
 ) -> None:

@@ -61,7 +61,15 @@ def _epochs_done(run: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
-@pytest.mark.parametrize("kill_point", ["before-first-checkpoint", "mid-epoch-2", "right-after-epoch-3"])
+# One moment in the fast suite; the other two (and the ten-moment test) run with the slow tests.
+@pytest.mark.parametrize(
+    "kill_point",
+    [
+        "mid-epoch-2",
+        pytest.param("before-first-checkpoint", marks=pytest.mark.slow),
+        pytest.param("right-after-epoch-3", marks=pytest.mark.slow),
+    ],
+)
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path: Path, learnable_dir: Path, config_file: Path, kill_point: str) -> None:
     reference = tmp_path / "reference"
     subprocess.run(_train_command(config_file, learnable_dir, reference), check=True, timeout=120)
