@@ -1,5 +1,5 @@
 import sys
 
-from fmnist.cli import main
+from fmnist.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

@@ -6,6 +6,7 @@ Every user-facing problem is an FmnistError: printed as one line, exit status 2.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -38,6 +39,24 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()  # output that fitted the buffer meets a closed reader here, not at exit
     except BrokenPipeError:
         return _reader_went_away()
+
+
+def console_main() -> int:
+    """The `fmnist` program: ``main`` and, after a refusal, an exit without the interpreter's
+    teardown. The one-line error is printed and every file fmnist writes is already in place
+    (atomic writes), but a native library can still abort in teardown. pyarrow's CSV reader
+    did so after a bad row ("terminate called without an active exception", SIGABRT,
+    apache/arrow#34314), which turned exit status 2 into a crash."""
+    status = main()
+    if status == EXIT_USAGE:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass  # a closed reader or stream: nothing left to say to it
+        os._exit(status)
+    return status
 
 
 def _reader_went_away() -> int:
