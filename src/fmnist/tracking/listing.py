@@ -86,10 +86,11 @@ def find_run_folders(folder: Path, *, include_others: bool = False) -> tuple[lis
         for entry in entries:
             if entry.name.startswith(".") or entry.name in SKIPPED_FOLDERS or not entry.is_dir():
                 continue
-            if Run.is_run(entry) and not is_bundle(entry):
+            bundle = is_bundle(entry)
+            if Run.is_run(entry) and not bundle:
                 runs.append(entry)
                 found = True
-            elif is_bundle(entry):
+            elif bundle:
                 # An exported bundle has a run's file names but no training history to list.
                 if depth == 1 and include_others:
                     others.append(entry)
