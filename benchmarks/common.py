@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 
 import fmnist
+from fmnist.cpus import cpu_description
 from fmnist.training.run_folder import git_dirty, git_revision
 
 
@@ -22,6 +23,7 @@ def provenance() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu_description(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }

@@ -109,3 +109,30 @@ def choose_threads(requested: int | None = None, *, share: int = 1) -> ThreadCho
     if from_environment is not None:
         return ThreadChoice(from_environment, "OMP_NUM_THREADS")
     return ThreadChoice(max(1, available_cpus() // max(1, share)), "available CPUs")
+
+
+# The instruction-set features that change which kernels oneDNN runs, and so the speed
+# (and, under bfloat16 autocast, whether it is used at all): figures from machines that
+# differ in these are not comparable.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "avx_vnni")
+
+
+def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """The CPU's model name and which of SPEED_FLAGS it has, read from /proc/cpuinfo
+    (``{"model": None, "flags": []}`` where that file is not there)."""
+    model: str | None = None
+    flags: set[str] = set()
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model is None:
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+                if model is not None and flags:
+                    break  # every core repeats the same block
+    except OSError:
+        pass
+    return {"model": model, "flags": [flag for flag in SPEED_FLAGS if flag in flags]}

@@ -238,6 +238,7 @@ class Provenance:
     numpy: str | None = None
     platform: str | None = None
     processor: str | None = None
+    cpu: dict | None = None  # {"model": name, "flags": the speed-relevant ones}
     cpu_count: int | None = None
     cpus_available: int | None = None
     torch_threads: int | None = None

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import fmnist
-from fmnist.cpus import available_cpus
+from fmnist.cpus import available_cpus, cpu_description
 from fmnist.errors import RunError
 from fmnist.run import LOCK_FILE, RunPaths, files_of_run_around
 
@@ -89,6 +89,7 @@ def provenance(threads: int) -> dict:
         "numpy": np.__version__,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),  # model name and the speed-relevant flags (AVX-512 BF16, AMX)
         "cpu_count": os.cpu_count(),
         "cpus_available": available_cpus(),  # affinity mask and cgroup quota applied
         "torch_threads": threads,
