@@ -62,15 +62,30 @@ def random_affine(
 
 def random_flip(images: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
     """Mirror each image left-right with probability 0.5."""
+    return _random_flip(images, generator)[0]
+
+
+def _random_flip(images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     flip = torch.rand(images.shape[0], generator=generator) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images), flip
 
 
 def random_crop(images: torch.Tensor, *, padding: int, generator: torch.Generator) -> torch.Tensor:
     """Zero-pad by ``padding`` pixels and cut a random window of the original size."""
+    return _random_crop(images, padding, generator)[0]
+
+
+def _random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cropped images and each one's window offsets (2, N): rows, columns, in [0, 2p]."""
+    count = images.shape[0]
+    offsets = torch.randint(0, 2 * padding + 1, (2, count), generator=generator)
+    return crop_at(images, padding, offsets), offsets
+
+
+def crop_at(images: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Zero-pad by ``padding`` pixels and cut each image's window at ``offsets`` (2, N)."""
     count, channels, height, width = images.shape
     padded = F.pad(images, (padding, padding, padding, padding))
-    offsets = torch.randint(0, 2 * padding + 1, (2, count), generator=generator)
     rows = (torch.arange(height).view(1, height) + offsets[0].view(count, 1)).view(count, 1, height, 1)
     cols = (torch.arange(width).view(1, width) + offsets[1].view(count, 1)).view(count, 1, 1, width)
     batch = torch.arange(count).view(count, 1, 1, 1)
@@ -105,18 +120,59 @@ def random_erase(
 
 def augment_batch(images: torch.Tensor, config: AugmentConfig, *, generator: torch.Generator) -> torch.Tensor:
     """Apply the augmentations that ``config`` enables, in a fixed order."""
+    return augment_batch_with_views(images, config, generator=generator)[0]
+
+
+def augment_batch_with_views(
+    images: torch.Tensor, config: AugmentConfig, *, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``augment_batch``, and the view of each image (int64 (N,)): the index, in
+    ``view_count(config)``'s numbering, of its discrete transform, the crop window and
+    the flip (``apply_view`` makes that view of an image). Rotations, fractional shifts
+    and erasing are continuous and not part of a view. Draws the same random numbers as
+    ``augment_batch``, so asking for the views changes nothing else."""
+    views = torch.zeros(images.shape[0], dtype=torch.int64)
     if not config.enabled:
-        return images
+        return images, views
     if config.rotate_degrees > 0 or config.shift_fraction > 0:
         images = random_affine(
             images, degrees=config.rotate_degrees, shift_fraction=config.shift_fraction, generator=generator
         )
+    windows = 1
     if config.crop_padding > 0:
-        images = random_crop(images, padding=config.crop_padding, generator=generator)
+        images, offsets = _random_crop(images, config.crop_padding, generator)
+        side = 2 * config.crop_padding + 1
+        views = offsets[0] * side + offsets[1]
+        windows = side * side
     if config.flip:
-        images = random_flip(images, generator=generator)
+        images, flipped = _random_flip(images, generator)
+        views = views + windows * flipped.to(torch.int64)
     if config.erase_probability > 0:
         images = random_erase(
             images, probability=config.erase_probability, scale=config.erase_scale, generator=generator
         )
-    return images
+    return images, views
+
+
+def view_count(config: AugmentConfig) -> int:
+    """How many discrete views (crop windows x flips) ``augment_batch_with_views`` numbers."""
+    if not config.enabled:
+        return 1
+    windows = (2 * config.crop_padding + 1) ** 2 if config.crop_padding > 0 else 1
+    return windows * (2 if config.flip else 1)
+
+
+def apply_view(images: torch.Tensor, config: AugmentConfig, view: int) -> torch.Tensor:
+    """View number ``view`` of every image of the batch (N, 1, H, W): its crop window, then
+    its flip, as ``augment_batch_with_views`` numbers them."""
+    if not 0 <= view < view_count(config):
+        raise ValueError(f"view {view} out of range for {view_count(config)} views")
+    if not config.enabled:
+        return images
+    windows = (2 * config.crop_padding + 1) ** 2 if config.crop_padding > 0 else 1
+    flipped, window = divmod(view, windows)
+    if config.crop_padding > 0:
+        side = 2 * config.crop_padding + 1
+        offsets = torch.tensor([[window // side], [window % side]]).expand(2, images.shape[0])
+        images = crop_at(images, config.crop_padding, offsets)
+    return images.flip(-1) if flipped else images

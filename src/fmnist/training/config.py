@@ -75,6 +75,14 @@ class TrainConfig:
     # Specialists (see training/specialist.py): train on one group of confusable classes only.
     specialist: str | None = None  # group name, e.g. "tops"; the model gets one output per class of the group
     base_run: str | None = None  # the run whose predictions the specialist refines
+    # Knowledge distillation (training/distill.py): train on the teachers' probabilities
+    # at distill_temperature, mixed with the labels; distill_weight is the teachers' share.
+    teachers: tuple[str, ...] = ()  # run folders (one, or several averaged as an ensemble)
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.7
+    # The train/validation split's seed; None: the run's seed. Teachers and students (or
+    # specialists and bases) that share it split the data alike, whatever their seeds.
+    split_seed: int | None = None
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid setting: of the wrong type (every
@@ -111,6 +119,10 @@ class TrainConfig:
             (self.backbone_lr_scale > 0, "backbone_lr_scale", "positive"),
             (self.pretrained is None or self.init_run is None, "init_run", "unset when pretrained is set (one start)"),
             ((self.specialist is None) == (self.base_run is None), "base_run", "set exactly when specialist is"),
+            (0 < self.distill_temperature <= 100, "distill_temperature", "in (0, 100]"),
+            (0 <= self.distill_weight <= 1, "distill_weight", "in [0, 1]"),
+            (len(self.teachers) <= 16, "teachers", "at most 16 runs"),
+            (self.split_seed is None or self.split_seed >= 0, "split_seed", "zero or positive"),
             # Fashion-MNIST's shoes all face left: a model that never saw mirrored images
             # misreads them, and averaging in its answer on the mirror costs accuracy
             # (fast recipe, 2 epochs: 77% validation accuracy with the mirror pass, 91% without).
@@ -152,6 +164,11 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
     elif hint is dict or typing.get_origin(hint) is dict:
         if isinstance(value, dict):
             return value
+    elif typing.get_origin(hint) is tuple and typing.get_args(hint)[-1:] == (Ellipsis,):
+        # tuple[str, ...]: a list of any length of that type (e.g. teacher run folders)
+        item = typing.get_args(hint)[0]
+        if isinstance(value, (list, tuple)):
+            return tuple(_check_type(f"{name}[{i}]", v, item) for i, v in enumerate(value))
     elif typing.get_origin(hint) is tuple:
         if (
             isinstance(value, (list, tuple))
@@ -183,6 +200,8 @@ def _field_type_ok(value: Any, hint: Any) -> bool:
         return isinstance(value, str)
     if hint is dict or origin is dict:
         return isinstance(value, dict) and all(isinstance(key, str) for key in value)
+    if origin is tuple and args[-1:] == (Ellipsis,):
+        return isinstance(value, tuple) and all(_field_type_ok(item, args[0]) for item in value)
     if origin is tuple:
         return (
             isinstance(value, tuple)

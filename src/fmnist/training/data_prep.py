@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fmnist.data import DataSource, load, stratified_split
-from fmnist.data.classes import CLASS_NAMES, is_fashion
+from fmnist.data import load, stratified_split
+from fmnist.data.classes import is_fashion
 from fmnist.errors import ConfigError, DataError
 from fmnist.training.config import TrainConfig
 from fmnist.training.features import features_for
+from fmnist.training.training_data import TrainingData
 
 
-@dataclass(frozen=True)
-class TrainingData:
-    train_images: torch.Tensor  # uint8 (N, 28, 28); converted to float per batch
-    train_labels: torch.Tensor  # int64 (N,)
-    val_images: torch.Tensor
-    val_labels: torch.Tensor
-    source: DataSource
-    description: dict  # for run.json: where the data came from, sizes, digest, class names
-    class_names: tuple[str, ...] = CLASS_NAMES  # the data's (label i is class_names[i])
+def split_seed_of(config: TrainConfig) -> int:
+    """The seed of the run's train/validation split: ``split_seed``, else ``seed``."""
+    return config.seed if config.split_seed is None else config.split_seed
 
 
 def model_args_for(config: TrainConfig, class_names: tuple[str, ...]) -> dict:
@@ -77,7 +71,7 @@ def prepare_data(
         # The documented final retrain: every training image, no validation split.
         train_idx, val_idx = np.arange(len(labels)), np.arange(0)
     else:
-        train_idx, val_idx = stratified_split(labels, config.val_fraction, seed=config.seed)
+        train_idx, val_idx = stratified_split(labels, config.val_fraction, seed=split_seed_of(config))
     for feature in features_for(config):  # e.g. a specialist keeps its group's images
         labels, train_idx, val_idx = feature.select_data(labels, train_idx, val_idx)
     description = {**split.describe(), "train_images": len(train_idx), "val_images": len(val_idx)}

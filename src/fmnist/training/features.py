@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fmnist.training.config import TrainConfig
+from fmnist.training.distill import DistillFeature
 from fmnist.training.hooks import TrainingFeature
 from fmnist.training.specialist import SpecialistFeature
 from fmnist.training.transfer import TransferFeature
@@ -15,6 +16,8 @@ def features_for(config: TrainConfig) -> list[TrainingFeature]:
         features.append(TransferFeature(config))
     if config.specialist is not None:
         features.append(SpecialistFeature(config))
+    if config.teachers:
+        features.append(DistillFeature(config))
     return features
 
 

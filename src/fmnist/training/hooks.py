@@ -9,6 +9,8 @@ default, so a feature overrides only the steps it changes.
     preflight   refuse missing or unusable inputs (files, runs) before any data is read
     select_data which training images and labels the run sees, after the train/val split
     initialise  starting weights of a fresh run (not on resume: it restores its own)
+    prepare     work on the loaded data before the first step (fresh and resumed runs alike)
+    loss        the training loss of a batch, in place of cross-entropy with the labels
     card        fields this feature adds to the model card of a file written into ``folder``
 """
 
@@ -24,6 +26,7 @@ from torch import nn
 if TYPE_CHECKING:
     from fmnist.models import ModelCard
     from fmnist.training.config import TrainConfig
+    from fmnist.training.training_data import TrainingData
 
 
 class TrainingFeature:
@@ -49,6 +52,17 @@ class TrainingFeature:
 
     def initialise(self, model: nn.Module) -> None:
         """Set the starting weights of a fresh run's ``model`` (built, still on the CPU)."""
+
+    def prepare(self, data: TrainingData) -> None:
+        """Work on the run's data before the first step (e.g. a teacher's outputs)."""
+
+    def loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, *, batch: torch.Tensor, views: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The loss of a training batch (``batch``: the images' indices in the training split,
+        ``views``: each one's augmentation view, augment.augment_batch_with_views), or None
+        to keep the default cross-entropy with the labels."""
+        return None
 
     def card(
         self, card: ModelCard, *, model: nn.Module, val_images: torch.Tensor, val_labels: torch.Tensor, folder: Path

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from fmnist.augment import augment_batch
+from fmnist.augment import augment_batch_with_views
 from fmnist.cpus import ThreadChoice, choose_threads
 from fmnist.data.contract import to_model_input
 from fmnist.errors import DiskFullError, RunError
@@ -92,6 +92,8 @@ class Trainer(Resumable):
         if fresh:  # a resumed run restores its own weights instead
             for feature in self.features:
                 feature.initialise(self.model)
+        for feature in self.features:  # e.g. a teacher's outputs for the training images
+            feature.prepare(data)
         self.model = self.model.to(context.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -166,16 +168,17 @@ class Trainer(Resumable):
         with bar:
             for index in range(self.steps_per_epoch):
                 batch = order[index * self.local_batch : (index + 1) * self.local_batch]
-                images = augment_batch(
+                images, views = augment_batch_with_views(
                     to_model_input(data.train_images[batch]), config.augment, generator=self.augment_generator
-                ).to(context.device, non_blocking=True)
+                )
+                images = images.to(context.device, non_blocking=True)
                 if config.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 labels = data.train_labels[batch].to(context.device, non_blocking=True)
                 lr = self._set_lr()
                 with autocast(self.context.device, self.autocast_dtype):
                     logits = self.trained(images)
-                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+                    loss = self._loss(logits, labels, batch, views)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip > 0:
@@ -198,6 +201,14 @@ class Trainer(Resumable):
         if not math.isfinite(mean_loss):
             raise self._diverged("training", mean_loss, self.epochs_done + 1)
         return mean_loss, total_correct / max(total_seen, 1), lr
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, batch: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """A feature's loss (e.g. distillation's), else cross-entropy with the labels."""
+        for feature in self.features:
+            loss = feature.loss(logits, labels, batch=batch, views=views)
+            if loss is not None:
+                return loss
+        return F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
 
     def _validate_epoch(self, train_loss: float) -> tuple[dict, bool]:
         """The epoch's validation figures and whether it is the best so far."""

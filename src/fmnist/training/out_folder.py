@@ -25,8 +25,8 @@ from fmnist.training.run_folder import RunPaths, locked, provenance
 
 if TYPE_CHECKING:
     from fmnist.cpus import ThreadChoice
-    from fmnist.training.data_prep import TrainingData
     from fmnist.training.distributed import Distributed
+    from fmnist.training.training_data import TrainingData
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,314 @@
+"""Knowledge distillation: a student trained on its teachers' probabilities mixed with the labels.
+
+The loss of a batch is ``(1 - w) * CE(labels) + w * T^2 * CE(teacher_T, student_T)``, where
+``teacher_T`` averages each teacher's ``softmax(logits / T)`` (an ensemble of runs teaches as
+one) and ``student_T`` is the student's log-softmax at the same temperature; the ``T^2``
+keeps the soft term's gradients at the scale of the hard one's (Hinton et al. 2015).
+
+Running a big teacher on every training batch would cost it its own training time again, so
+the teachers' logits are computed once, before the first step, for every training image in
+every *discrete view* the student's augmentation can produce (the crop windows times the
+flip; augment.apply_view), and looked up by image and view during training. They are cached
+in each teacher's run folder (``teacher_outputs/<key>.npz``), keyed by the teacher's weights,
+the training images and the views, so later students reuse them. The continuous parts of the
+augmentation (rotations, fractional shifts, erasing) are not views: the student is taught
+the teacher's answer on the view they were applied to.
+
+Validation stays honest only if no teacher trained on the student's validation images, so
+every teacher must split the data as the student does (the same data, subset, validation
+share and split seed; ``split_seed`` lets runs of different seeds share a split).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fmnist.augment import AugmentConfig, apply_view, view_count
+from fmnist.errors import ConfigError, DataError, RunError
+from fmnist.files import atomic_path
+from fmnist.training.hooks import TrainingFeature
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from fmnist.inference.predictor import Predictor
+    from fmnist.models import ModelCard
+    from fmnist.training.config import TrainConfig
+    from fmnist.training.training_data import TrainingData
+
+log = logging.getLogger(__name__)
+CACHE_FOLDER = "teacher_outputs"
+CACHE_FORMAT = 1
+# Teacher targets are held in memory as float32 (images x views x classes): bounded, so a
+# crop padding of 14 on a 100-class dataset is a one-line refusal, not a swap storm.
+MAX_TARGET_VALUES = 250_000_000  # 1 GB
+SPLIT_SETTINGS = ("split_seed", "val_fraction", "subset", "full")
+
+
+def split_settings(values: dict) -> dict:
+    """What decides a run's train/validation split, from its config values (a dict as in
+    config.json): the split seed (``split_seed``, else ``seed``), validation share, subset, full."""
+    seed = values.get("split_seed")
+    return {
+        "split_seed": values.get("seed") if seed is None else seed,
+        "val_fraction": values.get("val_fraction"),
+        "subset": values.get("subset"),
+        "full": bool(values.get("full")),
+    }
+
+
+def _split_differences(teacher: dict, student: dict) -> list[str]:
+    return [f"{key} {teacher[key]!r} vs {student[key]!r}" for key in SPLIT_SETTINGS if teacher[key] != student[key]]
+
+
+@dataclass(frozen=True)
+class TeacherCost:
+    """What a student's teachers cost, reported next to the student's own figures."""
+
+    flops_per_image: int  # forward FLOPs of one image through all teachers together
+    train_seconds: float  # the teachers' own training time (their epoch logs)
+    output_seconds: float  # computing their outputs for this run (0 when all were cached)
+    cached: bool  # every teacher's outputs came from its cache
+    views: int  # discrete views per training image the outputs cover
+
+    def to_dict(self) -> dict:
+        return {
+            "flops_per_image": self.flops_per_image,
+            "train_seconds": round(self.train_seconds, 1),
+            "output_seconds": round(self.output_seconds, 1),
+            "cached": self.cached,
+            "views": self.views,
+        }
+
+
+def _teacher_runs(config: TrainConfig) -> list:
+    """The teachers as Run objects; a RunError names a folder that is not a finished run."""
+    from fmnist.run import Run
+
+    runs = []
+    for path in config.teachers:
+        run = Run.open(path)  # refuses a folder that is not a run, in one line
+        if not run.paths.model.is_file():
+            raise RunError(f"teacher {path}: the run has no model.safetensors yet", "let it finish, or resume it")
+        runs.append(run)
+    return runs
+
+
+def check_teacher_splits(config: TrainConfig) -> None:
+    """Refuse a teacher (or a teacher specialist's base run) that split the data otherwise
+    than this run: it has trained on some of this run's validation images, which would make
+    validation accuracy, and every choice made on it, optimistic."""
+    from fmnist.run import Run
+
+    student = split_settings(dict(config.to_dict()))
+    if student["full"]:
+        return  # no validation split to protect
+    for run in _teacher_runs(config):
+        values = run.config_values()
+        to_check = [(run.root, values)]
+        if values.get("base_run"):
+            base = Run.open(values["base_run"])
+            to_check.append((base.root, base.config_values()))
+        for root, teacher_values in to_check:
+            differences = _split_differences(split_settings(teacher_values), student)
+            if differences:
+                raise ConfigError(
+                    f"teacher {root} split the data otherwise than this run ({'; '.join(differences)}): "
+                    "it trained on some of this run's validation images",
+                    "train the student with the teacher's split (e.g. --set split_seed=S --val-fraction F) "
+                    "or teachers with --set split_seed=S",
+                )
+
+
+def _weights_digest(predictor: Predictor) -> str:
+    """SHA-256 of the weights behind a predictor (a combined specialist's two models and its
+    share): what the logits depend on. Not the file's bytes: calibration rewrites the file
+    with a new temperature, which leaves the logits as they were."""
+    digest = hashlib.sha256()
+    parts = [predictor]
+    if hasattr(predictor, "base") and hasattr(predictor, "specialist"):  # SpecialistPredictor
+        parts = [predictor.base, predictor.specialist]
+        digest.update(json.dumps([predictor.classes, predictor.weight]).encode())
+    for part in parts:
+        module = getattr(part, "module", None)
+        if module is None:
+            digest.update(Path(part.source).read_bytes())
+            continue
+        for name, tensor in sorted(module.state_dict().items()):
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _images_digest(images: torch.Tensor) -> str:
+    array = np.ascontiguousarray(images.numpy())
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def _views_description(augment: AugmentConfig) -> dict:
+    return {"enabled": augment.enabled, "flip": augment.flip, "crop_padding": augment.crop_padding}
+
+
+def _flops_per_image(predictor: Predictor) -> int:
+    from fmnist.models import count_flops
+
+    parts = [predictor.base, predictor.specialist] if hasattr(predictor, "specialist") else [predictor]
+    return sum(count_flops(part.module) for part in parts if getattr(part, "module", None) is not None)
+
+
+def teacher_logits(
+    run_root: Path, predictor: Predictor, images: torch.Tensor, augment: AugmentConfig, *, batch_size: int = 1024
+) -> tuple[np.ndarray, float, bool]:
+    """(logits float32 (N, views, C), seconds spent computing them, whether they came from the
+    cache) of ``predictor`` for every view of the uint8 ``images`` (N, S, S)."""
+    views = view_count(augment)
+    key_source = {
+        "format": CACHE_FORMAT,
+        "weights": _weights_digest(predictor),
+        "images": _images_digest(images),
+        "views": _views_description(augment),
+    }
+    key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()[:32]
+    cache = run_root / CACHE_FOLDER / f"{key}.npz"
+    expected = (len(images), views, len(predictor.class_names))
+    if cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as stored:
+                logits = stored["logits"]
+            if logits.shape == expected and logits.dtype == np.float32 and np.isfinite(logits).all():
+                return logits, 0.0, True
+            log.warning("%s: cached teacher outputs of another shape; computing them again", cache)
+        except (OSError, ValueError, KeyError) as error:
+            log.warning("%s: unreadable cached teacher outputs (%s); computing them again", cache, error)
+    started = time.perf_counter()
+    logits = np.empty(expected, dtype=np.float32)
+    square = images.unsqueeze(1)  # (N, 1, S, S) uint8: views are cut as the augmentation cuts them
+    for view in range(views):
+        viewed = apply_view(square, augment, view)[:, 0].contiguous().numpy()
+        logits[:, view] = predictor.logits(viewed, tta_flip=False, batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        with atomic_path(cache) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, logits=logits)
+    except OSError as error:  # a read-only teacher folder: the run goes on, uncached
+        log.warning("could not cache the teacher outputs in %s (%s)", cache.parent, error)
+    return logits, seconds, False
+
+
+def soft_targets(logits: list[np.ndarray], temperature: float) -> torch.Tensor:
+    """The teachers' mean ``softmax(logits / T)``: float32 (N, views, C)."""
+    total = None
+    for teacher in logits:
+        probabilities = torch.softmax(torch.from_numpy(teacher) / temperature, dim=-1)
+        total = probabilities if total is None else total + probabilities
+    return (total / len(logits)).float()
+
+
+def distillation_loss(
+    logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, *, temperature: float, weight: float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """``(1 - weight) * CE(labels) + weight * T^2 * CE(targets, softmax(logits / T))``."""
+    logits = logits.float()
+    hard = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    soft = F.cross_entropy(logits / temperature, targets)
+    return (1 - weight) * hard + weight * temperature**2 * soft
+
+
+class DistillFeature(TrainingFeature):
+    """Training on the probabilities of ``config.teachers``, mixed with the labels."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        self.targets: torch.Tensor | None = None
+        self.cost: TeacherCost | None = None
+
+    def check(self) -> None:
+        if self.config.specialist is not None:
+            raise ConfigError(
+                "teachers and specialist cannot be combined",
+                "distil a main run, then train a specialist on top of it",
+            )
+
+    def preflight(self) -> None:
+        check_teacher_splits(self.config)
+
+    def prepare(self, data: TrainingData) -> None:
+        from fmnist.inference.predictor import load_predictor
+
+        views = view_count(self.config.augment)
+        values = len(data.train_labels) * views * len(data.class_names)
+        if values > MAX_TARGET_VALUES:
+            raise ConfigError(
+                f"teacher outputs for {len(data.train_labels)} images x {views} views x {len(data.class_names)} classes "
+                f"would need {values * 4 / 2**30:.1f} GiB",
+                "use a smaller augment.crop_padding (each pixel of it multiplies the views)",
+            )
+        all_logits, flops, train_seconds, output_seconds, cached = [], 0, 0.0, 0.0, True
+        for run in _teacher_runs(self.config):
+            digest = run.provenance().data_digest if run.paths.provenance.is_file() else None
+            if digest is not None and digest != data.description.get("content_digest"):
+                raise DataError(
+                    f"teacher {run.root} was trained on other data than this run's (content digest "
+                    f"{digest[:12]} vs {str(data.description.get('content_digest'))[:12]})",
+                    "distil with the data the teacher was trained on (--data)",
+                )
+            predictor = load_predictor(run.root)
+            if list(predictor.class_names) != list(data.class_names):
+                raise DataError(
+                    f"teacher {run.root} predicts other classes ({', '.join(predictor.class_names[:4])}...) "
+                    f"than this data has ({', '.join(data.class_names[:4])}...)",
+                    "use a teacher trained on this data",
+                )
+            log.info("teacher %s: outputs for %d images x %d views", run.root, len(data.train_labels), views)
+            logits, seconds, from_cache = teacher_logits(run.root, predictor, data.train_images, self.config.augment)
+            all_logits.append(logits)
+            flops += _flops_per_image(predictor)
+            train_seconds += sum(record.seconds or 0.0 for record in run.history())
+            output_seconds += seconds
+            cached = cached and from_cache
+        self.targets = soft_targets(all_logits, self.config.distill_temperature)
+        self.cost = TeacherCost(flops, train_seconds, output_seconds, cached, views)
+        log.info(
+            "teachers: %.1f MFLOPs/image, trained in %.0f s; outputs %s",
+            flops / 1e6, train_seconds, "from the cache" if cached else f"computed in {output_seconds:.1f} s",
+        )
+
+    def loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, *, batch: torch.Tensor, views: torch.Tensor
+    ) -> torch.Tensor | None:
+        if self.targets is None:
+            raise RuntimeError("DistillFeature.prepare was not called")
+        targets = self.targets[batch, views].to(logits.device, non_blocking=True)
+        return distillation_loss(
+            logits, labels, targets, temperature=self.config.distill_temperature, weight=self.config.distill_weight,
+            label_smoothing=self.config.label_smoothing,
+        )
+
+    def card(
+        self, card: ModelCard, *, model: nn.Module, val_images: torch.Tensor, val_labels: torch.Tensor, folder: Path
+    ) -> ModelCard:
+        import dataclasses
+        import os
+
+        fields = {
+            "teachers": [os.path.relpath(Path(path).resolve(), folder.resolve()) for path in self.config.teachers],
+            "temperature": self.config.distill_temperature,
+            "weight": self.config.distill_weight,
+            **(self.cost.to_dict() if self.cost is not None else {}),
+        }
+        return dataclasses.replace(card, extra={**card.extra, "distilled": fields})
