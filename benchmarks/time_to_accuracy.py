@@ -41,7 +41,7 @@ from fmnist.evaluation.predictions import predict
 from fmnist.inference.predictor import TorchPredictor
 from fmnist.training import resolve_config, train
 settings = json.loads(sys.argv[2])
-config = resolve_config(settings.pop("recipe"), overrides=settings.pop("overrides"))
+config = resolve_config(settings.pop("recipe"), overrides=settings.pop("overrides"), settings=settings.pop("settings"))
 data = settings.pop("data")
 settings.setdefault("eval_every", 1)
 pause_started = time.time()
@@ -71,7 +71,8 @@ print(json.dumps({"epochs": epochs, "final_test_accuracy": final, "best_epoch": 
 
 def run_seed(recipe: str, seed: int, overrides: dict, data: str | None, eval_every: int = 1,
              keep: Path | None = None) -> dict:
-    settings = {"recipe": recipe, "overrides": {**overrides, "seed": seed}, "data": data, "eval_every": eval_every}
+    # ``overrides``: `fmnist train --set` settings (dotted keys for nested fields).
+    settings = {"recipe": recipe, "overrides": {"seed": seed}, "settings": overrides, "data": data, "eval_every": eval_every}
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = keep / f"seed{seed}" if keep else Path(scratch) / "run"
         launched = time.time()
@@ -89,13 +90,6 @@ def run_seed(recipe: str, seed: int, overrides: dict, data: str | None, eval_eve
     return result
 
 
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="fast")
@@ -104,9 +98,13 @@ def main() -> None:
     parser.add_argument("--data", default=None)
     parser.add_argument("--eval-every", type=int, default=1, help="measure test accuracy every Nth epoch")
     parser.add_argument("--keep", type=Path, default=None, help="keep each seed's run folder under this folder")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. epochs=4")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="settings as fmnist train --set reads them, e.g. epochs=4 augment.flip=true")
     args = parser.parse_args()
-    overrides = {key: _parse_value(value) for key, value in (item.split("=", 1) for item in args.set)}
+    from fmnist.training.config import (
+        parse_setting,  # as `fmnist train --set` reads them
+    )
+
+    overrides = dict(parse_setting(item) for item in args.set)
     runs = [run_seed(args.recipe, seed, overrides, args.data, args.eval_every, args.keep) for seed in range(args.first_seed, args.first_seed + args.seeds)]
     summary = {}
     for threshold in THRESHOLDS:

@@ -28,6 +28,9 @@ TRAIN_FLAGS = {
     "backbone_lr_scale": "--backbone-lr-scale",
     "specialist": "--specialist",
     "base_run": "--base",
+    "teachers": "--teacher",
+    "distill_temperature": "--distill-temperature",
+    "distill_weight": "--distill-weight",
     "run_dir": "--out",
     "data": "--data",
 }

@@ -7,7 +7,13 @@ import json
 import logging
 from pathlib import Path
 
-from fmnist.cli.common import fraction, positive_float, positive_int, progress_enabled
+from fmnist.cli.common import (
+    fraction,
+    positive_float,
+    positive_int,
+    probability,
+    progress_enabled,
+)
 from fmnist.cli.flags import TRAIN_FLAGS, FlagWording, error_as_flags
 from fmnist.errors import ConfigError, FmnistError
 
@@ -43,7 +49,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # Flags that set the config; a resumed run keeps its own, so they are refused with --resume.
 CONFIG_FLAGS = ("recipe", "config", "set", "model", "epochs", "batch_size", "lr", "seed", "threads", "subset", "val_fraction", "patience", "no_augment", "full", "out")
-TRANSFER_FLAGS = ("pretrained", "init", "image_size", "freeze_epochs", "backbone_lr_scale", "specialist", "base")
+TRANSFER_FLAGS = (
+    "pretrained", "init", "image_size", "freeze_epochs", "backbone_lr_scale", "specialist", "base",
+    "teacher", "distill_temperature", "distill_weight",
+)
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -64,6 +73,9 @@ def config_overrides(args: argparse.Namespace) -> dict:
         "backbone_lr_scale": args.backbone_lr_scale,
         "specialist": args.specialist,
         "base_run": _absolute(args.base),
+        "teachers": tuple(_absolute(path) for path in args.teacher) if args.teacher else None,
+        "distill_temperature": args.distill_temperature,
+        "distill_weight": args.distill_weight,
     }
     if args.no_augment:
         # Without flipped training images the mirror pass of flip TTA only adds noise.
@@ -94,6 +106,8 @@ def config_from_args(args: argparse.Namespace):
     for key in ("init_run", "base_run"):  # run folders, made absolute as --init and --base are
         if isinstance(settings.get(key), str):
             settings[key] = _absolute(settings[key])
+    if isinstance(settings.get("teachers"), list):
+        settings["teachers"] = [_absolute(path) if isinstance(path, str) else path for path in settings["teachers"]]
     if args.image_size is not None:
         settings["model_args.image_size"] = args.image_size
     file_values = read_config_file(Path(args.config)) if args.config else None
@@ -244,7 +258,7 @@ class _RecipeNames:
 
 # argparse dest -> the TrainConfig field whose recipe value is the flag's default.
 _FIELD_OF_DEST = {dest: field for field, dest in ((f, f) for f in TRAIN_FLAGS) if dest not in ("run_dir", "data")}
-_FIELD_OF_DEST.update(init="init_run", base="base_run")
+_FIELD_OF_DEST.update(init="init_run", base="base_run", teacher="teachers")
 
 
 class TrainHelpFormatter(argparse.HelpFormatter):
@@ -329,6 +343,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     transfer.add_argument("--backbone-lr-scale", type=positive_float, metavar="X", help="backbone lr = lr x X (e.g. 0.1)")
     transfer.add_argument("--specialist", metavar="GROUP", help="train only on a group of confusable classes: tops (default: none)")
     transfer.add_argument("--base", metavar="RUN_DIR", help="the main run a --specialist refines")
+    distill = train.add_argument_group("knowledge distillation")
+    distill.add_argument(
+        "--teacher", action="append", metavar="RUN_DIR",
+        help="train on this run's probabilities mixed with the labels; repeat for an ensemble of teachers "
+        "(they must split the data as this run does: same seed or --set split_seed; default: none)",
+    )
+    distill.add_argument("--distill-temperature", type=positive_float, metavar="T", help="softmax temperature of the teachers and student")
+    distill.add_argument("--distill-weight", type=probability, metavar="W", help="the teachers' share of the loss, 0-1")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     train.add_argument(
         "--log",

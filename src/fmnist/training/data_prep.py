@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -19,6 +20,17 @@ from fmnist.training.training_data import TrainingData
 def split_seed_of(config: TrainConfig) -> int:
     """The seed of the run's train/validation split: ``split_seed``, else ``seed``."""
     return config.seed if config.split_seed is None else config.split_seed
+
+
+def split_digest(train_indices: np.ndarray, val_indices: np.ndarray) -> str:
+    """SHA-256 (first 16 hex digits) of which images were trained and validated on: runs
+    whose digests (and data) agree split alike (a teacher and its student must)."""
+    digest = hashlib.sha256()
+    for indices in (train_indices, val_indices):
+        array = np.ascontiguousarray(indices, dtype=np.int64)
+        digest.update(f"{len(array)}:".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def model_args_for(config: TrainConfig, class_names: tuple[str, ...]) -> dict:
@@ -74,7 +86,12 @@ def prepare_data(
         train_idx, val_idx = stratified_split(labels, config.val_fraction, seed=split_seed_of(config))
     for feature in features_for(config):  # e.g. a specialist keeps its group's images
         labels, train_idx, val_idx = feature.select_data(labels, train_idx, val_idx)
-    description = {**split.describe(), "train_images": len(train_idx), "val_images": len(val_idx)}
+    description = {
+        **split.describe(),
+        "train_images": len(train_idx),
+        "val_images": len(val_idx),
+        "split_digest": split_digest(train_idx, val_idx),
+    }
     return TrainingData(
         train_images=torch.from_numpy(np.ascontiguousarray(images[train_idx])),
         train_labels=torch.from_numpy(labels[train_idx].astype(np.int64)),

@@ -147,7 +147,7 @@ def _weights_digest(predictor: Predictor) -> str:
         for name, tensor in sorted(module.state_dict().items()):
             tensor = tensor.detach().cpu().contiguous()
             digest.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
@@ -249,6 +249,7 @@ class DistillFeature(TrainingFeature):
 
     def prepare(self, data: TrainingData) -> None:
         from fmnist.inference.predictor import load_predictor
+        from fmnist.run import Run
 
         views = view_count(self.config.augment)
         values = len(data.train_labels) * views * len(data.class_names)
@@ -266,6 +267,15 @@ class DistillFeature(TrainingFeature):
                     f"teacher {run.root} was trained on other data than this run's (content digest "
                     f"{digest[:12]} vs {str(data.description.get('content_digest'))[:12]})",
                     "distil with the data the teacher was trained on (--data)",
+                )
+            # A specialist keeps only its group's images: its base's split is the one to match.
+            split_run = Run.open(run.config_values()["base_run"]) if run.config_values().get("base_run") else run
+            recorded = split_run.provenance().data.get("split_digest") if split_run.paths.provenance.is_file() else None
+            if recorded is not None and not self.config.full and recorded != data.description.get("split_digest"):
+                # The settings agreed (preflight), the images did not: e.g. another subset order.
+                raise ConfigError(
+                    f"teacher {run.root} trained and validated on other images than this run splits into",
+                    "train the student on the teacher's data with its seed, val_fraction and subset",
                 )
             predictor = load_predictor(run.root)
             if list(predictor.class_names) != list(data.class_names):

@@ -1,0 +1,249 @@
+"""Knowledge distillation (training/distill.py): a student trained on a teacher run's outputs.
+
+The teacher is a small seed_cnn trained for 12 epochs on the learnable dataset (seed 0);
+students train on the same data with the same split."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fmnist.augment import (
+    AugmentConfig,
+    apply_view,
+    augment_batch,
+    augment_batch_with_views,
+    view_count,
+)
+from fmnist.errors import ConfigError, RunError
+from fmnist.inference.predictor import load_predictor, softmax
+from fmnist.models.saved import load_model
+from fmnist.training import read_config_file, resolve_config, train
+from fmnist.training.config import dump_config
+from fmnist.training.distill import CACHE_FOLDER, DistillFeature, distillation_loss
+from fmnist.training.events import StopTraining
+
+SMALL = """
+recipe = "seed"
+model = "seed_cnn"
+epochs = 3
+batch_size = 32
+[model_args]
+width = 8
+hidden = 16
+"""
+
+
+@pytest.fixture(scope="module")
+def trained_teacher(tmp_path_factory: pytest.TempPathFactory, learnable_writer) -> Path:
+    """A small seed_cnn trained for 12 epochs on the learnable dataset (seed 0), which it
+    learns well; its data is at ``trained_teacher.parent / "data"``."""
+    root = tmp_path_factory.mktemp("teacher")
+    data = learnable_writer(root / "data")
+    train(small_config(root, epochs=12), root / "teacher", data=data)
+    return root / "teacher"
+
+
+@pytest.fixture
+def teacher(trained_teacher: Path, tmp_path: Path) -> Path:
+    """A copy of the teacher (and of its data, at ``teacher.parent / "data"``), so the
+    caches written into it stay with this test."""
+    shutil.copytree(trained_teacher, tmp_path / "teacher")
+    shutil.copytree(trained_teacher.parent / "data", tmp_path / "data")
+    return tmp_path / "teacher"
+
+
+def small_config(tmp_path: Path, settings: dict | None = None, **overrides):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    return resolve_config(file_values=read_config_file(path), overrides={"seed": 0, **overrides}, settings=settings)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_model(run).module.state_dict()
+
+
+@pytest.mark.parametrize(
+    "augment",
+    [
+        AugmentConfig(rotate_degrees=0.0, shift_fraction=0.0, flip=True),
+        AugmentConfig(rotate_degrees=0.0, shift_fraction=0.0, flip=True, crop_padding=2),
+        AugmentConfig(rotate_degrees=0.0, shift_fraction=0.0, crop_padding=1),
+        AugmentConfig(enabled=False),
+    ],
+)
+def test_each_view_number_remakes_the_augmented_image(augment: AugmentConfig) -> None:
+    images = torch.rand(64, 1, 28, 28)
+    plain = augment_batch(images, augment, generator=torch.Generator().manual_seed(5))
+    viewed, views = augment_batch_with_views(images, augment, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(plain, viewed)  # the same random draws: asking for views changes nothing
+    assert int(views.min()) >= 0 and int(views.max()) < view_count(augment)
+    for index in range(len(images)):
+        assert torch.equal(apply_view(images[index : index + 1], augment, int(views[index])), viewed[index : index + 1])
+
+
+def test_view_counts() -> None:
+    assert view_count(AugmentConfig(flip=True, crop_padding=2)) == 50
+    assert view_count(AugmentConfig(flip=True)) == 2
+    assert view_count(AugmentConfig(enabled=False, flip=True)) == 1
+
+
+def test_loss_is_the_label_loss_at_weight_zero_and_the_teacher_loss_at_one() -> None:
+    logits = torch.randn(16, 10)
+    labels = torch.randint(0, 10, (16,))
+    targets = torch.softmax(torch.randn(16, 10), dim=1)
+    hard = F.cross_entropy(logits, labels, label_smoothing=0.1)
+    assert torch.allclose(distillation_loss(logits, labels, targets, temperature=3.0, weight=0.0, label_smoothing=0.1), hard)
+    soft = 9.0 * -(targets * torch.log_softmax(logits / 3.0, dim=1)).sum(1).mean()
+    assert torch.allclose(distillation_loss(logits, labels, targets, temperature=3.0, weight=1.0), soft, atol=1e-6)
+
+
+def test_weight_zero_gives_the_from_scratch_model(teacher: Path, tmp_path: Path) -> None:
+    data = teacher.parent / "data"
+    train(small_config(tmp_path), tmp_path / "scratch", data=data)
+    train(small_config(tmp_path, teachers=(str(teacher),), distill_weight=0.0), tmp_path / "student", data=data)
+    scratch, student = weights(tmp_path / "scratch"), weights(tmp_path / "student")
+    assert all(torch.equal(scratch[name], student[name]) for name in scratch)
+
+
+def test_student_learns_from_the_teacher_and_reuses_its_cached_outputs(teacher: Path, tmp_path: Path) -> None:
+    data = teacher.parent / "data"
+    config = small_config(tmp_path, teachers=(str(teacher),), distill_weight=1.0, distill_temperature=2.0, epochs=8)
+    first = train(config, tmp_path / "student", data=data)
+    cached = list((teacher / CACHE_FOLDER).glob("*.npz"))
+    assert len(cached) == 1
+    card = load_model(tmp_path / "student").card.extra["distilled"]
+    assert card["cached"] is False and card["output_seconds"] >= 0 and card["flops_per_image"] > 0
+    assert card["teachers"] == [str(Path("..") / "teacher")] and card["weight"] == 1.0 and card["temperature"] == 2.0
+    assert card["train_seconds"] > 0  # the teacher's own training time, from its epoch log
+    # Taught by the teacher alone (weight 1: no label in its loss), it learns the classes
+    # (10% is chance), and is scored on validation images neither model trained on.
+    teacher_accuracy = json.loads((teacher / "epochs.jsonl").read_text().splitlines()[-1])["val_accuracy"]
+    assert teacher_accuracy >= 0.8
+    assert first.history[-1]["val_accuracy"] >= 0.6
+
+    train(config, tmp_path / "again", data=data)
+    again = load_model(tmp_path / "again").card.extra["distilled"]
+    assert again["cached"] is True and again["output_seconds"] == 0
+    assert list((teacher / CACHE_FOLDER).glob("*.npz")) == cached
+    student, repeat = weights(tmp_path / "student"), weights(tmp_path / "again")
+    assert all(torch.equal(student[name], repeat[name]) for name in student)  # the cache is exact
+
+
+def test_targets_are_the_teachers_probabilities_of_each_view(teacher: Path, tmp_path: Path) -> None:
+    from fmnist.training.data_prep import prepare_data
+
+    config = small_config(
+        tmp_path, {"augment.flip": True}, teachers=(str(teacher), str(teacher)), distill_temperature=3.0
+    )
+    feature = DistillFeature(config)
+    data = prepare_data(config, teacher.parent / "data")
+    feature.prepare(data)
+    predictor = load_predictor(teacher)
+    images = data.train_images.numpy()
+    assert feature.targets.shape == (len(images), view_count(config.augment), 10)
+    expected = softmax(predictor.logits(images, tta_flip=False), 3.0)
+    np.testing.assert_allclose(feature.targets[:, 0].numpy(), expected, atol=1e-5)  # two equal teachers: their mean
+    mirrored = softmax(predictor.logits(np.ascontiguousarray(images[..., ::-1]), tta_flip=False), 3.0)
+    np.testing.assert_allclose(feature.targets[:, 1].numpy(), mirrored, atol=1e-5)
+
+
+def test_a_damaged_cache_is_computed_again(teacher: Path, tmp_path: Path) -> None:
+    data = teacher.parent / "data"
+    config = small_config(tmp_path, teachers=(str(teacher),), epochs=1)
+    train(config, tmp_path / "one", data=data)
+    (cache,) = (teacher / CACHE_FOLDER).glob("*.npz")
+    cache.write_bytes(b"not a numpy file")
+    train(config, tmp_path / "two", data=data)
+    assert load_model(tmp_path / "two").card.extra["distilled"]["cached"] is False
+    with np.load(cache, allow_pickle=False) as stored:
+        assert stored["logits"].dtype == np.float32
+
+
+def test_interrupted_student_resumes_to_the_same_weights(teacher: Path, tmp_path: Path) -> None:
+    from fmnist.training import resume
+
+    data = teacher.parent / "data"
+    config = small_config(tmp_path, teachers=(str(teacher),))
+    train(config, tmp_path / "whole", data=data)
+
+    def stop_after_first(end) -> None:
+        if end.record["epoch"] == 1:
+            raise StopTraining("test")
+
+    train(config, tmp_path / "cut", data=data, on_epoch=stop_after_first)
+    (tmp_path / "cut" / "model.safetensors").unlink()  # as a kill before the end would leave it
+    resume(tmp_path / "cut", data=data)
+    whole, cut = weights(tmp_path / "whole"), weights(tmp_path / "cut")
+    assert all(torch.equal(whole[name], cut[name]) for name in whole)
+
+
+def test_a_teacher_with_another_split_is_refused(teacher: Path, tmp_path: Path) -> None:
+    config = small_config(tmp_path, teachers=(str(teacher),), seed=1)
+    with pytest.raises(ConfigError, match="split the data otherwise than this run .*split_seed 0 vs 1"):
+        train(config, tmp_path / "student", data=teacher.parent / "data")
+    assert not (tmp_path / "student" / "config.json").exists()
+    # The same student seed, with the teacher's split: accepted.
+    shared = small_config(tmp_path, teachers=(str(teacher),), seed=1, split_seed=0, epochs=1)
+    train(shared, tmp_path / "shared", data=teacher.parent / "data")
+
+
+def test_split_seed_decides_the_split_alone(teacher: Path, tmp_path: Path) -> None:
+    from fmnist.training.data_prep import prepare_data
+
+    data = teacher.parent / "data"
+    own = prepare_data(small_config(tmp_path, seed=0), data)
+    other_seed = prepare_data(small_config(tmp_path, seed=3, split_seed=0), data)
+    moved = prepare_data(small_config(tmp_path, seed=0, split_seed=3), data)
+    assert own.description["split_digest"] == other_seed.description["split_digest"]
+    assert own.description["split_digest"] != moved.description["split_digest"]
+
+
+def test_bad_teachers_are_refused_before_training(teacher: Path, tmp_path: Path) -> None:
+    data = teacher.parent / "data"
+    with pytest.raises(RunError, match="not an fmnist run folder"):
+        train(small_config(tmp_path, teachers=(str(tmp_path),)), tmp_path / "a", data=data)
+    (teacher / "model.safetensors").rename(teacher / "kept.safetensors")
+    with pytest.raises(RunError, match="no model.safetensors"):
+        train(small_config(tmp_path, teachers=(str(teacher),)), tmp_path / "b", data=data)
+    for values, message in (
+        ({"distill_weight": 1.5}, "distill_weight must be in"),
+        ({"distill_temperature": 0.0}, "distill_temperature must be in"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            small_config(tmp_path, teachers=(str(teacher),), **values).validate()
+    assert not any((tmp_path / name).exists() for name in ("a", "b"))
+
+
+def test_teachers_travel_through_config_files(teacher: Path, tmp_path: Path) -> None:
+    config = small_config(tmp_path, teachers=(str(teacher),), distill_weight=0.5)
+    dumped = tmp_path / "config.json"
+    dumped.write_text(dump_config(config))
+    assert json.loads(dumped.read_text())["teachers"] == [str(teacher)]
+    again = resolve_config(file_values=read_config_file(dumped))
+    assert again.teachers == (str(teacher),) and dataclasses.asdict(again) == dataclasses.asdict(config)
+
+
+def test_cli_distils_and_refuses_in_one_line(teacher: Path, run_fmnist) -> None:
+    data = str(teacher.parent / "data")
+    small = teacher.parent / "small.toml"
+    small.write_text(SMALL)
+    done = run_fmnist(
+        "train", "--config", str(small), "--data", data, "--teacher", str(teacher), "--distill-weight", "0.5",
+        "--epochs", "1", "--out", "student", "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "test accuracy" in done.stdout
+    refused = run_fmnist("train", "--config", str(small), "--data", data, "--teacher", "nowhere", "--out", "x")
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "not an fmnist run folder" in refused.stderr
+    mismatched = run_fmnist("train", "--config", str(small), "--data", data, "--teacher", str(teacher), "--seed", "2")
+    assert mismatched.returncode == 2 and "split the data otherwise" in mismatched.stderr
+    assert "--set split_seed" in mismatched.stderr
