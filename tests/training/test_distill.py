@@ -101,8 +101,11 @@ def test_loss_is_the_label_loss_at_weight_zero_and_the_teacher_loss_at_one() -> 
     targets = torch.softmax(torch.randn(16, 10), dim=1)
     hard = F.cross_entropy(logits, labels, label_smoothing=0.1)
     assert torch.allclose(distillation_loss(logits, labels, targets, temperature=3.0, weight=0.0, label_smoothing=0.1), hard)
-    soft = 9.0 * -(targets * torch.log_softmax(logits / 3.0, dim=1)).sum(1).mean()
+    soft = 9.0 * (targets * (torch.log(targets) - torch.log_softmax(logits / 3.0, dim=1))).sum(1).mean()
     assert torch.allclose(distillation_loss(logits, labels, targets, temperature=3.0, weight=1.0), soft, atol=1e-6)
+    # A student that matches its teachers has no soft loss left.
+    matched = torch.log(targets) * 3.0
+    assert distillation_loss(matched, labels, targets, temperature=3.0, weight=1.0).abs() < 1e-5
 
 
 def test_weight_zero_gives_the_from_scratch_model(teacher: Path, tmp_path: Path) -> None:

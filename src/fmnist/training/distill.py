@@ -1,6 +1,6 @@
 """Knowledge distillation: a student trained on its teachers' probabilities mixed with the labels.
 
-The loss of a batch is ``(1 - w) * CE(labels) + w * T^2 * CE(teacher_T, student_T)``, where
+The loss of a batch is ``(1 - w) * CE(labels) + w * T^2 * KL(teacher_T || student_T)``, where
 ``teacher_T`` averages each teacher's ``softmax(logits / T)`` (an ensemble of runs teaches as
 one) and ``student_T`` is the student's log-softmax at the same temperature; the ``T^2``
 keeps the soft term's gradients at the scale of the hard one's (Hinton et al. 2015).
@@ -222,10 +222,13 @@ def distillation_loss(
     logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, *, temperature: float, weight: float,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """``(1 - weight) * CE(labels) + weight * T^2 * CE(targets, softmax(logits / T))``."""
+    """``(1 - weight) * CE(labels) + weight * T^2 * KL(targets || softmax(logits / T))``.
+
+    KL is the cross-entropy less the targets' own entropy: the same gradients, and a loss
+    that reads 0 when the student matches its teachers (the logged training loss)."""
     logits = logits.float()
     hard = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-    soft = F.cross_entropy(logits / temperature, targets)
+    soft = F.kl_div(torch.log_softmax(logits / temperature, dim=1), targets, reduction="batchmean")
     return (1 - weight) * hard + weight * temperature**2 * soft
 
 
