@@ -153,4 +153,4 @@ def test_a_specialist_split_unlike_its_base_is_warned_about(tiny_run: Path, capl
         warn_if_split_differs(config)
         assert not caplog.records
         warn_if_split_differs(dataclasses.replace(config, seed=1))
-    assert "seed 0 (base) vs 1" in caplog.text
+    assert "split_seed 0 (base) vs 1" in caplog.text

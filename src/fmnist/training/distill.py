@@ -37,6 +37,7 @@ from fmnist.augment import AugmentConfig, apply_view, view_count
 from fmnist.errors import ConfigError, DataError, RunError
 from fmnist.files import atomic_path
 from fmnist.training.hooks import TrainingFeature
+from fmnist.training.training_data import SPLIT_SETTINGS, split_settings
 
 if TYPE_CHECKING:
     from torch import nn
@@ -52,19 +53,6 @@ CACHE_FORMAT = 1
 # Teacher targets are held in memory as float32 (images x views x classes): bounded, so a
 # crop padding of 14 on a 100-class dataset is a one-line refusal, not a swap storm.
 MAX_TARGET_VALUES = 250_000_000  # 1 GB
-SPLIT_SETTINGS = ("split_seed", "val_fraction", "subset", "full")
-
-
-def split_settings(values: dict) -> dict:
-    """What decides a run's train/validation split, from its config values (a dict as in
-    config.json): the split seed (``split_seed``, else ``seed``), validation share, subset, full."""
-    seed = values.get("split_seed")
-    return {
-        "split_seed": values.get("seed") if seed is None else seed,
-        "val_fraction": values.get("val_fraction"),
-        "subset": values.get("subset"),
-        "full": bool(values.get("full")),
-    }
 
 
 def _split_differences(teacher: dict, student: dict) -> list[str]:

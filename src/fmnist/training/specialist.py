@@ -22,6 +22,7 @@ from fmnist.data.classes import CLASS_NAMES, NUM_CLASSES, is_fashion
 from fmnist.errors import ConfigError, RunError
 from fmnist.run import Run, RunPaths
 from fmnist.training.hooks import TrainingFeature
+from fmnist.training.training_data import split_settings
 
 if TYPE_CHECKING:
     from fmnist.models import ModelCard
@@ -115,16 +116,15 @@ def warn_if_split_differs(config: TrainConfig) -> None:
     were training images of the base (and of an ``init_run`` from it)."""
     if not RunPaths(Path(config.base_run)).config.is_file():
         return
-    base = Run(config.base_run).config_values()
+    base = split_settings(Run(config.base_run).config_values())
+    own = split_settings(config.to_dict())
     differing = [
-        f"{name} {base.get(name)!r} (base) vs {getattr(config, name)!r}"
-        for name in ("seed", "val_fraction", "subset")
-        if base.get(name) != getattr(config, name)
+        f"{name} {base[name]!r} (base) vs {own[name]!r}" for name in ("split_seed", "val_fraction", "subset") if base[name] != own[name]
     ]
     if differing:
         log.warning(
             "the specialist splits the data differently from its base run (%s): its validation "
-            "figures may be optimistic; train it with the base run's seed, val_fraction and subset",
+            "figures may be optimistic; train it with the base run's seed (or split_seed), val_fraction and subset",
             "; ".join(differing),
         )
 
