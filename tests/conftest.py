@@ -211,6 +211,12 @@ hidden = 16
 """
 
 
+@pytest.fixture(scope="session")
+def small_model_toml() -> str:
+    """The small seed_cnn config's text (for module- and session-scoped fixtures)."""
+    return SMALL_MODEL_TOML
+
+
 @pytest.fixture
 def small_config(tmp_path: Path) -> Path:
     path = tmp_path / "small.toml"

@@ -30,24 +30,27 @@ from fmnist.training.config import dump_config
 from fmnist.training.distill import CACHE_FOLDER, DistillFeature, distillation_loss
 from fmnist.training.events import StopTraining
 
-SMALL = """
-recipe = "seed"
-model = "seed_cnn"
-epochs = 3
-batch_size = 32
-[model_args]
-width = 8
-hidden = 16
-"""
+
+@pytest.fixture(scope="module")
+def configure(small_model_toml: str, tmp_path_factory: pytest.TempPathFactory):
+    """Configs of the small seed_cnn (seed 0 unless overridden)."""
+    path = tmp_path_factory.mktemp("config") / "small.toml"
+    path.write_text(small_model_toml)
+    values = read_config_file(path)
+
+    def make(settings: dict | None = None, **overrides):
+        return resolve_config(file_values=values, overrides={"seed": 0, **overrides}, settings=settings)
+
+    return make
 
 
 @pytest.fixture(scope="module")
-def trained_teacher(tmp_path_factory: pytest.TempPathFactory, learnable_writer) -> Path:
+def trained_teacher(tmp_path_factory: pytest.TempPathFactory, learnable_writer, configure) -> Path:
     """A small seed_cnn trained for 12 epochs on the learnable dataset (seed 0), which it
     learns well; its data is at ``trained_teacher.parent / "data"``."""
     root = tmp_path_factory.mktemp("teacher")
     data = learnable_writer(root / "data")
-    train(small_config(root, epochs=12), root / "teacher", data=data)
+    train(configure(epochs=12), root / "teacher", data=data)
     return root / "teacher"
 
 
@@ -58,12 +61,6 @@ def teacher(trained_teacher: Path, tmp_path: Path) -> Path:
     shutil.copytree(trained_teacher, tmp_path / "teacher")
     shutil.copytree(trained_teacher.parent / "data", tmp_path / "data")
     return tmp_path / "teacher"
-
-
-def small_config(tmp_path: Path, settings: dict | None = None, **overrides):
-    path = tmp_path / "small.toml"
-    path.write_text(SMALL)
-    return resolve_config(file_values=read_config_file(path), overrides={"seed": 0, **overrides}, settings=settings)
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -108,17 +105,17 @@ def test_loss_is_the_label_loss_at_weight_zero_and_the_teacher_loss_at_one() -> 
     assert distillation_loss(matched, labels, targets, temperature=3.0, weight=1.0).abs() < 1e-5
 
 
-def test_weight_zero_gives_the_from_scratch_model(teacher: Path, tmp_path: Path) -> None:
+def test_weight_zero_gives_the_from_scratch_model(teacher: Path, tmp_path: Path, configure) -> None:
     data = teacher.parent / "data"
-    train(small_config(tmp_path), tmp_path / "scratch", data=data)
-    train(small_config(tmp_path, teachers=(str(teacher),), distill_weight=0.0), tmp_path / "student", data=data)
+    train(configure(), tmp_path / "scratch", data=data)
+    train(configure(teachers=(str(teacher),), distill_weight=0.0), tmp_path / "student", data=data)
     scratch, student = weights(tmp_path / "scratch"), weights(tmp_path / "student")
     assert all(torch.equal(scratch[name], student[name]) for name in scratch)
 
 
-def test_student_learns_from_the_teacher_and_reuses_its_cached_outputs(teacher: Path, tmp_path: Path) -> None:
+def test_student_learns_from_the_teacher_and_reuses_its_cached_outputs(teacher: Path, tmp_path: Path, configure) -> None:
     data = teacher.parent / "data"
-    config = small_config(tmp_path, teachers=(str(teacher),), distill_weight=1.0, distill_temperature=2.0, epochs=8)
+    config = configure(teachers=(str(teacher),), distill_weight=1.0, distill_temperature=2.0, epochs=8)
     first = train(config, tmp_path / "student", data=data)
     cached = list((teacher / CACHE_FOLDER).glob("*.npz"))
     assert len(cached) == 1
@@ -140,11 +137,11 @@ def test_student_learns_from_the_teacher_and_reuses_its_cached_outputs(teacher: 
     assert all(torch.equal(student[name], repeat[name]) for name in student)  # the cache is exact
 
 
-def test_targets_are_the_teachers_probabilities_of_each_view(teacher: Path, tmp_path: Path) -> None:
+def test_targets_are_the_teachers_probabilities_of_each_view(teacher: Path, tmp_path: Path, configure) -> None:
     from fmnist.training.data_prep import prepare_data
 
-    config = small_config(
-        tmp_path, {"augment.flip": True}, teachers=(str(teacher), str(teacher)), distill_temperature=3.0
+    config = configure(
+        {"augment.flip": True}, teachers=(str(teacher), str(teacher)), distill_temperature=3.0
     )
     feature = DistillFeature(config)
     data = prepare_data(config, teacher.parent / "data")
@@ -158,9 +155,9 @@ def test_targets_are_the_teachers_probabilities_of_each_view(teacher: Path, tmp_
     np.testing.assert_allclose(feature.targets[:, 1].numpy(), mirrored, atol=1e-5)
 
 
-def test_a_damaged_cache_is_computed_again(teacher: Path, tmp_path: Path) -> None:
+def test_a_damaged_cache_is_computed_again(teacher: Path, tmp_path: Path, configure) -> None:
     data = teacher.parent / "data"
-    config = small_config(tmp_path, teachers=(str(teacher),), epochs=1)
+    config = configure(teachers=(str(teacher),), epochs=1)
     train(config, tmp_path / "one", data=data)
     (cache,) = (teacher / CACHE_FOLDER).glob("*.npz")
     cache.write_bytes(b"not a numpy file")
@@ -170,11 +167,11 @@ def test_a_damaged_cache_is_computed_again(teacher: Path, tmp_path: Path) -> Non
         assert stored["logits"].dtype == np.float32
 
 
-def test_interrupted_student_resumes_to_the_same_weights(teacher: Path, tmp_path: Path) -> None:
+def test_interrupted_student_resumes_to_the_same_weights(teacher: Path, tmp_path: Path, configure) -> None:
     from fmnist.training import resume
 
     data = teacher.parent / "data"
-    config = small_config(tmp_path, teachers=(str(teacher),))
+    config = configure(teachers=(str(teacher),))
     train(config, tmp_path / "whole", data=data)
 
     def stop_after_first(end) -> None:
@@ -188,45 +185,45 @@ def test_interrupted_student_resumes_to_the_same_weights(teacher: Path, tmp_path
     assert all(torch.equal(whole[name], cut[name]) for name in whole)
 
 
-def test_a_teacher_with_another_split_is_refused(teacher: Path, tmp_path: Path) -> None:
-    config = small_config(tmp_path, teachers=(str(teacher),), seed=1)
+def test_a_teacher_with_another_split_is_refused(teacher: Path, tmp_path: Path, configure) -> None:
+    config = configure(teachers=(str(teacher),), seed=1)
     with pytest.raises(ConfigError, match="split the data otherwise than this run .*split_seed 0 vs 1"):
         train(config, tmp_path / "student", data=teacher.parent / "data")
     assert not (tmp_path / "student" / "config.json").exists()
     # The same student seed, with the teacher's split: accepted.
-    shared = small_config(tmp_path, teachers=(str(teacher),), seed=1, split_seed=0, epochs=1)
+    shared = configure(teachers=(str(teacher),), seed=1, split_seed=0, epochs=1)
     train(shared, tmp_path / "shared", data=teacher.parent / "data")
 
 
-def test_split_seed_decides_the_split_alone(teacher: Path, tmp_path: Path) -> None:
+def test_split_seed_decides_the_split_alone(teacher: Path, tmp_path: Path, configure) -> None:
     from fmnist.training.data_prep import prepare_data
 
     data = teacher.parent / "data"
-    own = prepare_data(small_config(tmp_path, seed=0), data)
-    other_seed = prepare_data(small_config(tmp_path, seed=3, split_seed=0), data)
-    moved = prepare_data(small_config(tmp_path, seed=0, split_seed=3), data)
+    own = prepare_data(configure(seed=0), data)
+    other_seed = prepare_data(configure(seed=3, split_seed=0), data)
+    moved = prepare_data(configure(seed=0, split_seed=3), data)
     assert own.description["split_digest"] == other_seed.description["split_digest"]
     assert own.description["split_digest"] != moved.description["split_digest"]
 
 
-def test_bad_teachers_are_refused_before_training(teacher: Path, tmp_path: Path) -> None:
+def test_bad_teachers_are_refused_before_training(teacher: Path, tmp_path: Path, configure) -> None:
     data = teacher.parent / "data"
     with pytest.raises(RunError, match="not an fmnist run folder"):
-        train(small_config(tmp_path, teachers=(str(tmp_path),)), tmp_path / "a", data=data)
+        train(configure(teachers=(str(tmp_path),)), tmp_path / "a", data=data)
     (teacher / "model.safetensors").rename(teacher / "kept.safetensors")
     with pytest.raises(RunError, match="no model.safetensors"):
-        train(small_config(tmp_path, teachers=(str(teacher),)), tmp_path / "b", data=data)
+        train(configure(teachers=(str(teacher),)), tmp_path / "b", data=data)
     for values, message in (
         ({"distill_weight": 1.5}, "distill_weight must be in"),
         ({"distill_temperature": 0.0}, "distill_temperature must be in"),
     ):
         with pytest.raises(ConfigError, match=message):
-            small_config(tmp_path, teachers=(str(teacher),), **values).validate()
+            configure(teachers=(str(teacher),), **values).validate()
     assert not any((tmp_path / name).exists() for name in ("a", "b"))
 
 
-def test_teachers_travel_through_config_files(teacher: Path, tmp_path: Path) -> None:
-    config = small_config(tmp_path, teachers=(str(teacher),), distill_weight=0.5)
+def test_teachers_travel_through_config_files(teacher: Path, tmp_path: Path, configure) -> None:
+    config = configure(teachers=(str(teacher),), distill_weight=0.5)
     dumped = tmp_path / "config.json"
     dumped.write_text(dump_config(config))
     assert json.loads(dumped.read_text())["teachers"] == [str(teacher)]
@@ -234,10 +231,10 @@ def test_teachers_travel_through_config_files(teacher: Path, tmp_path: Path) -> 
     assert again.teachers == (str(teacher),) and dataclasses.asdict(again) == dataclasses.asdict(config)
 
 
-def test_cli_distils_and_refuses_in_one_line(teacher: Path, run_fmnist) -> None:
+def test_cli_distils_and_refuses_in_one_line(teacher: Path, run_fmnist, small_model_toml: str) -> None:
     data = str(teacher.parent / "data")
     small = teacher.parent / "small.toml"
-    small.write_text(SMALL)
+    small.write_text(small_model_toml)
     done = run_fmnist(
         "train", "--config", str(small), "--data", data, "--teacher", str(teacher), "--distill-weight", "0.5",
         "--epochs", "1", "--out", "student", "--quiet",
