@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from fmnist.evaluation.interpretation import TOPS
 
 
@@ -33,6 +35,7 @@ def test_analyze_text(tiny_run: Path, run_fmnist):
     assert "nearest training images" not in done.stdout
 
 
+@pytest.mark.slow  # CLI subprocesses: ~6-16 s; CI runs it
 def test_analyze_refusals(tmp_path: Path, tiny_run: Path, run_fmnist):
     run_fmnist("analyze", str(tmp_path / "missing")).error_line("no such run folder")
     run_fmnist("analyze", str(tiny_run), "--min-count", "0").error_line("--min-count")

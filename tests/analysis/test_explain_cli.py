@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from fmnist.data import load
@@ -46,6 +47,7 @@ def test_explain_reports_a_bad_file_and_explains_the_rest(tiny_run: Path, run_fm
     assert "test0.png" in done.stdout and (tmp_path / "out" / "test0-gradcam.png").is_file()
 
 
+@pytest.mark.slow  # CLI subprocesses: ~6-16 s; CI runs it
 def test_explain_refusals(tiny_run: Path, run_fmnist, tmp_path: Path):
     (image,) = write_test_pngs(tiny_run, tmp_path / "images", 1)
     run_fmnist("explain", str(tmp_path / "missing"), str(image)).error_line("no such run folder")

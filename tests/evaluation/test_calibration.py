@@ -126,6 +126,7 @@ def test_cli_calibrate_prints_and_stores(run_copy: Path, run_fmnist):
     assert load_model(run_copy).card.temperature == pytest.approx(document["temperature"])
 
 
+@pytest.mark.slow  # CLI subprocesses: ~6-16 s; CI runs it
 def test_cli_calibrate_refusals(run_copy: Path, run_fmnist, tmp_path: Path, learnable_dir: Path):
     run_fmnist("calibrate", str(tmp_path / "missing")).error_line("no such run folder")
     (run_copy / "config.json").write_text("{not json")

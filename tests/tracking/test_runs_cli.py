@@ -75,6 +75,7 @@ def test_runs_lists_every_run_with_its_own_figures(run_fmnist, runs_folder: Path
     assert rows["sweep/trial-0"]["test_accuracy"] is None and rows["sweep/trial-0"]["test_ece"] is None
 
 
+@pytest.mark.slow  # CLI subprocesses: ~6-16 s; CI runs it
 def test_runs_table_csv_sort_and_not_runs(run_fmnist, runs_folder: Path):
     table = run_fmnist("runs", str(runs_folder))
     assert table.returncode == 0, table.stderr

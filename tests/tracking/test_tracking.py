@@ -36,6 +36,7 @@ def only_run(store: Path, experiment: str = "fmnist"):
     return client, runs[0]
 
 
+@pytest.mark.slow  # CLI subprocesses: ~6-16 s; CI runs it
 def test_train_logs_to_tensorboard_and_mlflow(run_fmnist, tmp_path: Path, learnable_dir: Path, small_config: Path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # fmnist must allow its default file store itself

@@ -231,6 +231,7 @@ def test_teachers_travel_through_config_files(teacher: Path, tmp_path: Path, con
     assert again.teachers == (str(teacher),) and dataclasses.asdict(again) == dataclasses.asdict(config)
 
 
+@pytest.mark.slow  # CLI subprocesses: ~6-16 s; CI runs it
 def test_cli_distils_and_refuses_in_one_line(teacher: Path, run_fmnist, small_model_toml: str) -> None:
     data = str(teacher.parent / "data")
     small = teacher.parent / "small.toml"

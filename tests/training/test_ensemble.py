@@ -33,6 +33,7 @@ def test_ensemble_averages_member_probabilities(two_runs: list[Path], learnable_
     assert [m["test_accuracy"] for m in metrics["members"]] == [m.accuracy() for m in members]
 
 
+@pytest.mark.slow  # CLI subprocesses: ~6-16 s; CI runs it
 def test_ensemble_cli_writes_metrics_and_report(tmp_path: Path, two_runs: list[Path], learnable_dir: Path, run_fmnist) -> None:
     out = tmp_path / "ens"
     done = run_fmnist("ensemble", *map(str, two_runs), "--data", str(learnable_dir), "--out", str(out), "--tta")

@@ -76,6 +76,7 @@ def test_a_wrong_setting_is_refused_naming_it(settings: dict, message: str) -> N
     assert message in str(refused.value)
 
 
+@pytest.mark.slow  # CLI subprocesses: ~6-16 s; CI runs it
 def test_wrong_settings_from_the_command_line_are_one_line(run_fmnist) -> None:
     # A key the user wrote stays as written; a range rule names the flag where there is one.
     run_fmnist("train", "--set", "colour=red", "--print-config").error_line("unknown setting 'colour'", "valid settings:")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 
+@pytest.mark.slow  # CLI subprocesses: ~6-16 s; CI runs it
 def test_train_then_evaluate_writes_metrics_and_report(tmp_path: Path, run_fmnist, learnable_dir: Path, small_config: Path) -> None:
     out = tmp_path / "run"
     done = run_fmnist("train", "--config", str(small_config), "--data", str(learnable_dir), "--out", str(out), "--seed", "1")

@@ -16,6 +16,7 @@ from fmnist.tuning import read_search_space, tune
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
+@pytest.mark.slow  # CLI subprocesses: ~6-16 s; CI runs it
 def test_a_tiny_search_writes_runs_a_table_and_a_best_config_train_takes(
     run_fmnist, tmp_path: Path, write_space, train_only_dir: Path
 ):
