@@ -138,15 +138,12 @@ def augment_batch_with_views(
         images = random_affine(
             images, degrees=config.rotate_degrees, shift_fraction=config.shift_fraction, generator=generator
         )
-    windows = 1
     if config.crop_padding > 0:
         images, offsets = _random_crop(images, config.crop_padding, generator)
-        side = 2 * config.crop_padding + 1
-        views = offsets[0] * side + offsets[1]
-        windows = side * side
+        views = offsets[0] * (2 * config.crop_padding + 1) + offsets[1]
     if config.flip:
         images, flipped = _random_flip(images, generator)
-        views = views + windows * flipped.to(torch.int64)
+        views = views + _crop_windows(config) * flipped.to(torch.int64)
     if config.erase_probability > 0:
         images = random_erase(
             images, probability=config.erase_probability, scale=config.erase_scale, generator=generator
@@ -154,12 +151,16 @@ def augment_batch_with_views(
     return images, views
 
 
+def _crop_windows(config: AugmentConfig) -> int:
+    """How many crop windows a random crop chooses among: (2p + 1)^2, or 1 without one."""
+    return (2 * config.crop_padding + 1) ** 2 if config.crop_padding > 0 else 1
+
+
 def view_count(config: AugmentConfig) -> int:
     """How many discrete views (crop windows x flips) ``augment_batch_with_views`` numbers."""
     if not config.enabled:
         return 1
-    windows = (2 * config.crop_padding + 1) ** 2 if config.crop_padding > 0 else 1
-    return windows * (2 if config.flip else 1)
+    return _crop_windows(config) * (2 if config.flip else 1)
 
 
 def apply_view(images: torch.Tensor, config: AugmentConfig, view: int) -> torch.Tensor:
@@ -169,8 +170,7 @@ def apply_view(images: torch.Tensor, config: AugmentConfig, view: int) -> torch.
         raise ValueError(f"view {view} out of range for {view_count(config)} views")
     if not config.enabled:
         return images
-    windows = (2 * config.crop_padding + 1) ** 2 if config.crop_padding > 0 else 1
-    flipped, window = divmod(view, windows)
+    flipped, window = divmod(view, _crop_windows(config))
     if config.crop_padding > 0:
         side = 2 * config.crop_padding + 1
         offsets = torch.tensor([[window // side], [window % side]]).expand(2, images.shape[0])

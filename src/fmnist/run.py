@@ -361,12 +361,12 @@ class ModelFingerprint:
             return False
 
 
-def arrays_digest(images: np.ndarray, labels: np.ndarray) -> str:
-    """SHA-256 of test images and labels in their order (shapes and dtypes included).
+def arrays_digest(*arrays: np.ndarray) -> str:
+    """SHA-256 of arrays (test images and labels) in their order (shapes and dtypes included).
     Unlike the data's content digest, which ignores order, it changes when the images are
     reordered, which would misalign stored per-image predictions."""
     digest = hashlib.sha256()
-    for array in (np.ascontiguousarray(images), np.ascontiguousarray(labels)):
+    for array in map(np.ascontiguousarray, arrays):
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()

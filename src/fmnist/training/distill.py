@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from fmnist.augment import AugmentConfig, apply_view, view_count
 from fmnist.errors import ConfigError, DataError, RunError
 from fmnist.files import atomic_path
+from fmnist.run import Run, arrays_digest
 from fmnist.training.hooks import TrainingFeature
 from fmnist.training.training_data import SPLIT_SETTINGS, split_settings
 
@@ -79,10 +80,8 @@ class TeacherCost:
         }
 
 
-def _teacher_runs(config: TrainConfig) -> list:
+def _teacher_runs(config: TrainConfig) -> list[Run]:
     """The teachers as Run objects; a RunError names a folder that is not a finished run."""
-    from fmnist.run import Run
-
     runs = []
     for path in config.teachers:
         run = Run.open(path)  # refuses a folder that is not a run, in one line
@@ -96,9 +95,7 @@ def check_teacher_splits(config: TrainConfig) -> None:
     """Refuse a teacher (or a teacher specialist's base run) that split the data otherwise
     than this run: it has trained on some of this run's validation images, which would make
     validation accuracy, and every choice made on it, optimistic."""
-    from fmnist.run import Run
-
-    student = split_settings(dict(config.to_dict()))
+    student = split_settings(config.to_dict())
     if student["full"]:
         return  # no validation split to protect
     for run in _teacher_runs(config):
@@ -118,14 +115,21 @@ def check_teacher_splits(config: TrainConfig) -> None:
                 )
 
 
+def _model_predictors(predictor: Predictor) -> list[Predictor]:
+    """The predictors of the models behind ``predictor``: a combined specialist's base and
+    specialist, else the predictor itself."""
+    from fmnist.inference.combined import SpecialistPredictor
+
+    return [predictor.base, predictor.specialist] if isinstance(predictor, SpecialistPredictor) else [predictor]
+
+
 def _weights_digest(predictor: Predictor) -> str:
     """SHA-256 of the weights behind a predictor (a combined specialist's two models and its
     share): what the logits depend on. Not the file's bytes: calibration rewrites the file
     with a new temperature, which leaves the logits as they were."""
     digest = hashlib.sha256()
-    parts = [predictor]
-    if hasattr(predictor, "base") and hasattr(predictor, "specialist"):  # SpecialistPredictor
-        parts = [predictor.base, predictor.specialist]
+    parts = _model_predictors(predictor)
+    if parts != [predictor]:  # a combination: its rule is part of what it answers
         digest.update(json.dumps([predictor.classes, predictor.weight]).encode())
     for part in parts:
         module = getattr(part, "module", None)
@@ -139,13 +143,6 @@ def _weights_digest(predictor: Predictor) -> str:
     return digest.hexdigest()
 
 
-def _images_digest(images: torch.Tensor) -> str:
-    array = np.ascontiguousarray(images.numpy())
-    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
-    digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
-
-
 def _views_description(augment: AugmentConfig) -> dict:
     return {"enabled": augment.enabled, "flip": augment.flip, "crop_padding": augment.crop_padding}
 
@@ -153,7 +150,7 @@ def _views_description(augment: AugmentConfig) -> dict:
 def _flops_per_image(predictor: Predictor) -> int:
     from fmnist.models import count_flops
 
-    parts = [predictor.base, predictor.specialist] if hasattr(predictor, "specialist") else [predictor]
+    parts = _model_predictors(predictor)
     return sum(count_flops(part.module) for part in parts if getattr(part, "module", None) is not None)
 
 
@@ -166,7 +163,7 @@ def teacher_logits(
     key_source = {
         "format": CACHE_FORMAT,
         "weights": _weights_digest(predictor),
-        "images": _images_digest(images),
+        "images": arrays_digest(images.numpy()),
         "views": _views_description(augment),
     }
     key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()[:32]
@@ -240,7 +237,6 @@ class DistillFeature(TrainingFeature):
 
     def prepare(self, data: TrainingData) -> None:
         from fmnist.inference.predictor import load_predictor
-        from fmnist.run import Run
 
         views = view_count(self.config.augment)
         values = len(data.train_labels) * views * len(data.class_names)
@@ -260,7 +256,8 @@ class DistillFeature(TrainingFeature):
                     "distil with the data the teacher was trained on (--data)",
                 )
             # A specialist keeps only its group's images: its base's split is the one to match.
-            split_run = Run.open(run.config_values()["base_run"]) if run.config_values().get("base_run") else run
+            base_run = run.config_values().get("base_run")
+            split_run = Run.open(base_run) if base_run else run
             recorded = split_run.provenance().data.get("split_digest") if split_run.paths.provenance.is_file() else None
             if recorded is not None and not self.config.full and recorded != data.description.get("split_digest"):
                 # The settings agreed (preflight), the images did not: e.g. another subset order.
