@@ -24,6 +24,9 @@ class AugmentConfig:
     rotate_degrees: float = 10.0  # uniform in [-d, d]; the original used 10
     shift_fraction: float = 0.1  # uniform shift up to this fraction of the side, per axis
     flip: bool = False  # horizontal flip with p=0.5 (garments are left-right symmetric)
+    # With flip: each image's flip alternates between epochs (airbench's alternating
+    # flips) instead of a fresh coin each time, so every pair of epochs sees both sides.
+    flip_alternate: bool = False
     crop_padding: int = 0  # random crop after zero-padding by this many pixels (integer shifts)
     erase_probability: float = 0.0  # random erasing (Zhong et al. 2017) per image
     erase_scale: tuple[float, float] = (0.02, 0.25)  # erased area as a fraction of the image
@@ -35,6 +38,8 @@ class AugmentConfig:
             raise ConfigError(f"shift_fraction must be in [0, 0.5), got {self.shift_fraction}")
         if not 0 <= self.crop_padding <= 14:
             raise ConfigError(f"crop_padding must be 0-14 pixels, got {self.crop_padding}")
+        if self.flip_alternate and not self.flip:
+            raise ConfigError("flip_alternate needs flip", "set augment.flip true, or flip_alternate false")
         if not 0 <= self.erase_probability <= 1:
             raise ConfigError(f"erase_probability must be in [0, 1], got {self.erase_probability}")
 
@@ -123,14 +128,30 @@ def augment_batch(images: torch.Tensor, config: AugmentConfig, *, generator: tor
     return augment_batch_with_views(images, config, generator=generator)[0]
 
 
+def alternating_flips(indices: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Which images (by their index in the training split) are mirrored in ``epoch``
+    (0-based) under ``flip_alternate``: half of them, picked by a fixed hash of the index,
+    in even epochs, and the other half in odd ones. A function of index and epoch alone,
+    so a resumed run flips exactly as an uninterrupted one."""
+    mixed = (indices.to(torch.int64) * 2654435761) % (1 << 32)  # Knuth's multiplicative hash
+    return ((mixed >> 16) & 1).to(torch.bool) ^ bool(epoch % 2)
+
+
 def augment_batch_with_views(
-    images: torch.Tensor, config: AugmentConfig, *, generator: torch.Generator
+    images: torch.Tensor,
+    config: AugmentConfig,
+    *,
+    generator: torch.Generator,
+    indices: torch.Tensor | None = None,
+    epoch: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``augment_batch``, and the view of each image (int64 (N,)): the index, in
     ``view_count(config)``'s numbering, of its discrete transform, the crop window and
     the flip (``apply_view`` makes that view of an image). Rotations, fractional shifts
     and erasing are continuous and not part of a view. Draws the same random numbers as
-    ``augment_batch``, so asking for the views changes nothing else."""
+    ``augment_batch``, so asking for the views changes nothing else. ``indices`` (the
+    images' places in the training split) and ``epoch`` decide the flips under
+    ``flip_alternate``; without ``indices`` flips are random."""
     views = torch.zeros(images.shape[0], dtype=torch.int64)
     if not config.enabled:
         return images, views
@@ -141,7 +162,11 @@ def augment_batch_with_views(
     if config.crop_padding > 0:
         images, offsets = _random_crop(images, config.crop_padding, generator)
         views = offsets[0] * (2 * config.crop_padding + 1) + offsets[1]
-    if config.flip:
+    if config.flip and config.flip_alternate and indices is not None:
+        flipped = alternating_flips(indices, epoch)
+        images = torch.where(flipped.view(-1, 1, 1, 1), images.flip(-1), images)
+        views = views + _crop_windows(config) * flipped.to(torch.int64)
+    elif config.flip:
         images, flipped = _random_flip(images, generator)
         views = views + _crop_windows(config) * flipped.to(torch.int64)
     if config.erase_probability > 0:

@@ -26,7 +26,7 @@ class SettingError(ConfigError):
     """A setting as written (a config file's key, ``KEY=VALUE``) that is unknown or of the
     wrong type; the message names it as the user wrote it."""
 
-SCHEDULES = ("constant", "plateau", "onecycle", "cosine")
+SCHEDULES = ("constant", "plateau", "onecycle", "cosine", "triangle")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class TrainConfig:
     nesterov: bool = True  # SGD only
     schedule: str = "plateau"  # plateau: halve the lr after plateau_patience epochs without progress
     plateau_patience: int = 2
-    warmup_fraction: float = 0.25  # onecycle and cosine: share of the steps spent rising to the peak lr
+    warmup_fraction: float = 0.25  # onecycle, cosine, triangle: share of the steps spent rising to the peak lr
     label_smoothing: float = 0.0
     # Largest global gradient norm a step may apply (larger gradients are scaled down to
     # it); 0 disables it. The first steps of a fresh network have norms of 8-20: with a
@@ -56,6 +56,17 @@ class TrainConfig:
     # accuracy late in a schedule.
     select_on: str = "val_loss"
     ema_decay: float = 0.0  # exponential moving average of the weights; 0 disables it
+    # Learning rate of the 1-D parameters (biases, BatchNorm shifts and scales) as a
+    # multiple of the scheduled rate: airbench trains its BatchNorm biases 64x faster.
+    bias_lr_scale: float = 1.0
+    # airbench's Lookahead (training/lookahead.py): every this many steps the weights are
+    # pulled back toward a slow average of themselves, and the run ends on that average;
+    # 0 disables it.
+    lookahead_every: int = 0
+    # Selective backprop: after selective_after epochs, each step backpropagates only this
+    # share of its batch, the images of highest loss; 1 trains on every image.
+    selective_keep: float = 1.0
+    selective_after: int = 1
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     val_fraction: float = 0.1  # share of the training split held out for validation
     subset: int | None = None  # train on the first N training images (quick runs)
@@ -110,6 +121,15 @@ class TrainConfig:
             (self.grad_clip >= 0, "grad_clip", "zero (off) or positive"),
             (self.patience >= 0, "patience", "zero (off) or positive"),
             (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
+            (0 < self.bias_lr_scale <= 1000, "bias_lr_scale", "in (0, 1000]"),
+            (0 <= self.lookahead_every <= 1000, "lookahead_every", "0 (off) to 1000 steps"),
+            (
+                self.lookahead_every == 0 or self.ema_decay == 0,
+                "lookahead_every",
+                "0 when ema_decay is set (one weight average per run)",
+            ),
+            (0 < self.selective_keep <= 1, "selective_keep", "in (0, 1]"),
+            (self.selective_after >= 0, "selective_after", "zero or positive"),
             (0 < self.val_fraction < 1, "val_fraction", "in (0, 1)"),
             (self.subset is None or self.subset >= 20, "subset", "at least 20 images"),
             (self.threads is None or self.threads >= 1, "threads", "at least 1"),

@@ -46,6 +46,7 @@ from fmnist.training.ema import exponential_moving_average
 from fmnist.training.epoch_log import format_epoch, write_epochs_log
 from fmnist.training.events import EpochEnd, OnEpoch, StopTraining, TrainResult
 from fmnist.training.features import check_config, features_for
+from fmnist.training.lookahead import Lookahead
 from fmnist.training.optimizer import make_optimizer, set_learning_rate, steps_per_epoch
 from fmnist.training.out_folder import (
     check_out_folder,
@@ -106,6 +107,11 @@ class Trainer(Resumable):
             if config.ema_decay > 0
             else None
         )
+        self.lookahead = (
+            Lookahead(self.model, every=config.lookahead_every, total_steps=self._total_steps(data))
+            if config.lookahead_every > 0
+            else None
+        )
         self.trained = DistributedDataParallel(self.model) if context.enabled else self.model
         # Batch order is the same on every rank (each takes its share); augmentation and
         # dropout differ per rank. All generators are saved in checkpoints.
@@ -124,6 +130,10 @@ class Trainer(Resumable):
         # global batch, the number of steps and the schedule match a single process.
         self.local_batch = max(1, config.batch_size // context.world_size)
         self.steps_per_epoch = steps_per_epoch(len(data.train_labels) // context.world_size, self.local_batch)
+
+    def _total_steps(self, data: TrainingData) -> int:
+        local_batch = max(1, self.config.batch_size // self.context.world_size)
+        return steps_per_epoch(len(data.train_labels) // self.context.world_size, local_batch) * self.config.epochs
 
     @property
     def evaluated_model(self) -> nn.Module:
@@ -169,12 +179,18 @@ class Trainer(Resumable):
             for index in range(self.steps_per_epoch):
                 batch = order[index * self.local_batch : (index + 1) * self.local_batch]
                 images, views = augment_batch_with_views(
-                    to_model_input(data.train_images[batch]), config.augment, generator=self.augment_generator
+                    to_model_input(data.train_images[batch]),
+                    config.augment,
+                    generator=self.augment_generator,
+                    indices=batch,
+                    epoch=self.epochs_done,
                 )
                 images = images.to(context.device, non_blocking=True)
                 if config.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 labels = data.train_labels[batch].to(context.device, non_blocking=True)
+                if config.selective_keep < 1 and self.epochs_done >= config.selective_after:
+                    images, labels, batch, views = self._hardest(images, labels, batch, views)
                 lr = self._set_lr()
                 with autocast(self.context.device, self.autocast_dtype):
                     logits = self.trained(images)
@@ -188,6 +204,8 @@ class Trainer(Resumable):
                 if self.ema is not None:
                     self.ema.update_parameters(self.model)
                 self.step += 1
+                if self.lookahead is not None:
+                    self.lookahead.after_step(self.step)
                 # Accumulated on the device: no host synchronisation per step.
                 loss_sum += loss.detach() * len(batch)
                 correct += (logits.detach().argmax(1) == labels).sum()
@@ -201,6 +219,21 @@ class Trainer(Resumable):
         if not math.isfinite(mean_loss):
             raise self._diverged("training", mean_loss, self.epochs_done + 1)
         return mean_loss, total_correct / max(total_seen, 1), lr
+
+    @torch.no_grad()
+    def _hardest(
+        self, images: torch.Tensor, labels: torch.Tensor, batch: torch.Tensor, views: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Selective backprop: the ``selective_keep`` share of the batch with the highest
+        loss, scored by a forward pass in eval mode (so BatchNorm's statistics are not
+        updated twice). The backward pass, two thirds of a step, runs on that share only."""
+        self.model.eval()
+        with autocast(self.context.device, self.autocast_dtype):
+            losses = F.cross_entropy(self.model(images).float(), labels, reduction="none")
+        self.model.train()
+        keep = max(2, round(len(labels) * self.config.selective_keep))  # BatchNorm needs two
+        chosen = losses.topk(min(keep, len(labels))).indices.sort().values
+        return images[chosen], labels[chosen], batch[chosen.cpu()], views[chosen.cpu()]
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, batch: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
         """A feature's loss (e.g. distillation's), else cross-entropy with the labels."""

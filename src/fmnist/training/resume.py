@@ -24,6 +24,7 @@ from fmnist.training.config import TrainConfig
 from fmnist.training.distributed import Distributed
 from fmnist.training.early_stopping import EarlyStopping
 from fmnist.training.features import check_config
+from fmnist.training.lookahead import Lookahead
 from fmnist.training.run_folder import RunPaths
 from fmnist.training.schedule import PlateauScaler
 
@@ -38,6 +39,7 @@ class Resumable:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     ema: AveragedModel | None
+    lookahead: Lookahead | None
     order_generator: torch.Generator
     augment_generator: torch.Generator
     stopper: EarlyStopping
@@ -55,6 +57,13 @@ class Resumable:
             "augment": self.augment_generator.get_state(),
         }
 
+    def _average_state(self) -> dict[str, torch.Tensor] | None:
+        """The weight average's tensors (the EMA's, or Lookahead's slow copy), saved in the
+        checkpoint's weight-average slot; None without one."""
+        if self.ema is not None:
+            return dict(self.ema.state_dict())
+        return self.lookahead.state_dict() if self.lookahead is not None else None
+
     def state(self) -> TrainingState:
         """The state after the last epoch; collective (every rank takes part)."""
         # Every rank's random state is kept, so a resumed distributed run is exact too.
@@ -66,7 +75,7 @@ class Resumable:
             model=dict(self.model.state_dict()),
             optimizer=self.optimizer.state_dict(),
             best_model=self.best_model,
-            ema=dict(self.ema.state_dict()) if self.ema is not None else None,
+            ema=self._average_state(),
             rng=rng,
             early_stopping=self.stopper.state_dict(),
             plateau=self.plateau.state_dict(),
@@ -87,7 +96,7 @@ class Resumable:
             steps_per_epoch=self.steps_per_epoch,
             model=dict(self.model.state_dict()),
             best_model=self.best_model,
-            ema=dict(self.ema.state_dict()) if self.ema is not None else None,
+            ema=self._average_state(),
             rng=rng,
             optimizer=self.optimizer.state_dict(),
             parameter_shapes=[p.shape for group in self.optimizer.param_groups for p in group["params"]],
@@ -104,6 +113,8 @@ class Resumable:
             self.optimizer.load_state_dict(state.optimizer)
             if self.ema is not None and state.ema is not None:
                 self.ema.load_state_dict(state.ema)
+            if self.lookahead is not None and state.ema is not None:
+                self.lookahead.load_state_dict(state.ema)
             torch.set_rng_state(state.rng[prefix + "torch"])
             self.order_generator.set_state(state.rng[prefix + "order"])
             self.augment_generator.set_state(state.rng[prefix + "augment"])

@@ -14,9 +14,15 @@ def scheduled_lr(schedule: str, *, peak: float, step: int, total_steps: int, war
     cosine: the same warm-up, then cosine down to 0. Without a warm-up a high peak rate
     hits the untrained network at full strength and can leave it at chance level for
     good (fast_cnn at 0.4: 10% validation accuracy, with no NaN to stop on).
+    triangle: airbench's, linear from peak/5 up to the peak at ``warmup_fraction`` of the
+    steps, then linear down to 0.07 x peak at the end (its Lookahead averages that tail).
     constant and plateau: the peak (plateau scales it per epoch, see PlateauScaler).
     """
     progress = min(step / max(total_steps, 1), 1.0)
+    if schedule == "triangle":
+        if progress < warmup_fraction:
+            return peak * (0.2 + 0.8 * progress / warmup_fraction)
+        return peak * (1 - 0.93 * (progress - warmup_fraction) / (1 - warmup_fraction))
     if schedule not in ("onecycle", "cosine"):
         return peak
     start = peak / 25

@@ -90,15 +90,19 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
             }
             if uses_parameter_groups(config):
                 group["backbone"] = backbone
+            if config.bias_lr_scale != 1.0:  # only then, so other runs' checkpoints keep their layout
+                group["one_dim"] = not decayed
             groups.append(group)
     return groups
 
 
 def lr_scale(group: dict, config: TrainConfig, epochs_done: int) -> float:
-    """The share of the scheduled learning rate that ``group`` gets in epoch ``epochs_done + 1``."""
+    """The share of the scheduled learning rate that ``group`` gets in epoch ``epochs_done + 1``:
+    the backbone's transfer share, times ``bias_lr_scale`` for biases and norms."""
+    scale = config.bias_lr_scale if group.get("one_dim", False) else 1.0
     if not group.get("backbone", False):
-        return 1.0
-    return 0.0 if epochs_done < config.freeze_epochs else config.backbone_lr_scale
+        return scale
+    return scale * (0.0 if epochs_done < config.freeze_epochs else config.backbone_lr_scale)
 
 
 def start_name(start: str | os.PathLike[str]) -> str:
