@@ -55,14 +55,14 @@ def on_epoch(end):
         return
     pause_started = time.time()
     elapsed = pause_started - launched - paused
-    accuracy = predict(TorchPredictor.of_module(end.model, tta_flip=end.config.tta_flip), test.images, test.labels).accuracy()
+    accuracy = predict(TorchPredictor.of_module(end.model, tta_flip=end.config.tta_flip, tta_shift=end.config.tta_shift), test.images, test.labels).accuracy()
     epochs.append({"epoch": end.record["epoch"], "seconds": round(elapsed, 2), "test_accuracy": float(accuracy),
                    "val_accuracy": end.record["val_accuracy"]})
     paused += time.time() - pause_started
 
 result = train(config, sys.argv[3], data=data, on_epoch=on_epoch)
 finished = time.time() - launched - paused
-final = predict(TorchPredictor.of_module(result.model, tta_flip=config.tta_flip), test.images, test.labels).accuracy()
+final = predict(TorchPredictor.of_module(result.model, tta_flip=config.tta_flip, tta_shift=config.tta_shift), test.images, test.labels).accuracy()
 print(json.dumps({"epochs": epochs, "final_test_accuracy": final, "best_epoch": result.best_epoch,
                   "train_seconds": round(finished, 2),
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))

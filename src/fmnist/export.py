@@ -44,6 +44,7 @@ from fmnist.inference.predictor import (
     META_PREPROCESSING,
     META_TEMPERATURE,
     META_TTA_FLIP,
+    META_TTA_SHIFT,
     OUTPUT_LOGITS,
     OUTPUT_PROBABILITIES,
     TORCHSCRIPT_METADATA,
@@ -52,6 +53,7 @@ from fmnist.inference.predictor import (
     TorchPredictor,
     TorchScriptPredictor,
 )
+from fmnist.inference.tta import Views, view
 from fmnist.models.saved import LoadedModel
 from fmnist.run import files_of_run_around
 
@@ -67,7 +69,8 @@ CONTRACT_TEXT = (
     f"(N, 1, {CONTRACT.image_size}, {CONTRACT.image_size}), dataset-style: light garment on black (0); "
     f"scaling (pixel / 255) and normalisation are inside the model. outputs '{OUTPUT_PROBABILITIES}' "
     f"float32 (N, C): calibrated, softmax(logits / temperature), and '{OUTPUT_LOGITS}' float32 (N, C): "
-    "before the temperature; with tta_flip both already average the image and its left-right mirror. "
+    "before the temperature; with tta_flip both already average the image and its left-right mirror "
+    "(with tta_shift also one-pixel shifts of both). "
     f"Photos: prepare them with {PHOTO_REFERENCE} (numpy + Pillow), written next to the model."
 )
 
@@ -75,21 +78,24 @@ CONTRACT_TEXT = (
 class SelfContained(nn.Module):
     """The exported graph: uint8 images (N, S, S) or (N, 1, S, S) -> (probabilities, logits).
 
-    Scaling by the contract, the optional flip average (image and mirror in one batch of
-    2N, so the network appears once in the graph), the temperature and the softmax: the
-    steps fmnist's Predictor applies in Python, here inside the file."""
+    Scaling by the contract, the optional test-time views (inference/tta.py: all views of
+    the batch in one batch of V x N, so the network appears once in the graph), the
+    temperature and the softmax: the steps fmnist's Predictor applies in Python, here
+    inside the file."""
 
-    def __init__(self, module: nn.Module, *, classes: int, temperature: float, tta_flip: bool) -> None:
+    def __init__(self, module: nn.Module, *, classes: int, temperature: float, tta_flip: bool, tta_shift: bool = False) -> None:
         super().__init__()
         self.module, self.classes, self.temperature, self.tta_flip = module, classes, float(temperature), bool(tta_flip)
+        self.views = Views(flip=self.tta_flip, shift=bool(tta_shift))
+        self.register_buffer("view_weights", torch.tensor(self.views.weights(), dtype=torch.float32).reshape(-1, 1, 1))
         self.size, self.scale = CONTRACT.image_size, float(CONTRACT.scale)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = images.reshape(-1, 1, self.size, self.size).to(torch.float32) * self.scale
-        if self.tta_flip:
-            both = self.module(torch.cat([inputs, inputs.flip(-1)])).float()
-            pair = both.reshape(2, -1, self.classes)  # a constant: the class axis stays static
-            logits = (pair[0] + pair[1]) / 2
+        if len(self.views) > 1:
+            batch = torch.cat([view(inputs, *offset) for offset in self.views.offsets()])
+            stacked = self.module(batch).float().reshape(len(self.views), -1, self.classes)  # constants: static axes
+            logits = (stacked * self.view_weights).sum(0)
         else:
             logits = self.module(inputs).float()
         return torch.softmax(logits / self.temperature, dim=1), logits
@@ -202,6 +208,7 @@ def _metadata(loaded: LoadedModel) -> dict[str, str]:
         META_CLASS_NAMES: json.dumps(card.class_names),
         META_TEMPERATURE: repr(float(card.temperature)),
         META_TTA_FLIP: "true" if card.tta_flip else "false",
+        META_TTA_SHIFT: "true" if card.tta_shift else "false",
         META_PREPROCESSING: json.dumps({**card.preprocessing, "description": CONTRACT_TEXT}),
         # The source by its run folder and file name: no path of the exporting machine.
         META_MODEL: json.dumps({"name": card.model, "args": card.model_args, "source": _source_name(loaded.path)}),
@@ -245,7 +252,9 @@ def self_contained(loaded: LoadedModel) -> tuple[nn.Module, torch.Tensor]:
     size = CONTRACT.image_size
     module = exportable_module(loaded.module, torch.zeros(2, CONTRACT.channels, size, size))
     card = loaded.card
-    wrapped = SelfContained(module, classes=len(card.class_names), temperature=card.temperature, tta_flip=card.tta_flip)
+    wrapped = SelfContained(
+        module, classes=len(card.class_names), temperature=card.temperature, tta_flip=card.tta_flip, tta_shift=card.tta_shift
+    )
     return wrapped.eval(), torch.zeros(2, size, size, dtype=torch.uint8)
 
 

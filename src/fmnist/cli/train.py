@@ -81,6 +81,7 @@ def config_overrides(args: argparse.Namespace) -> dict:
         # Without flipped training images the mirror pass of flip TTA only adds noise.
         overrides["augment"] = {"enabled": False}
         overrides["tta_flip"] = False
+        overrides["tta_shift"] = False
     if args.full and args.patience is None:
         overrides["patience"] = 0  # nothing to stop on without a validation split
     return overrides
@@ -374,6 +375,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     ensemble.add_argument("--data", metavar="PATH", help="test data: an IDX/CSV folder, an image folder, or a .csv/.npz file")
     ensemble.add_argument("--out", metavar="DIR", help="where metrics.json and the report go (default: runs/<timestamp>-ensemble)")
     tta = ensemble.add_mutually_exclusive_group()
-    tta.add_argument("--tta", action="store_true", help="flip test-time augmentation for every member")
+    tta.add_argument("--tta", action="store_true", help="flip test-time augmentation for every member (with shift views where a member has them)")
     tta.add_argument("--no-tta", action="store_true", help="no test-time augmentation for any member")
     ensemble.set_defaults(handler=cmd_ensemble)

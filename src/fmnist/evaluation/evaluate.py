@@ -73,6 +73,7 @@ def evaluate_run(
             "model": model.card.model,
             "model_file": str(model.path),
             "tta_flip": model.card.tta_flip if tta_flip is None else tta_flip,
+            "tta_shift": model.card.tta_shift and tta_flip is not False,
             "data": test.describe(),
             # Before/after the stored temperature (fitted on validation; 1 = not calibrated).
             "calibration": calibration_summary(predictions.logits, predictions.labels, temperature),
@@ -201,6 +202,7 @@ def evaluate_export(
             "model_file": str(path),
             "backend": predictor.backend,
             "tta_flip": predictor.tta_flip,
+            "tta_shift": predictor.tta_shift,
             "data": test.describe(),
             "calibration": calibration_summary(predictions.logits, predictions.labels, predictor.temperature),
         },

@@ -24,6 +24,7 @@ from fmnist.data.classes import is_fashion
 from fmnist.errors import RunError
 from fmnist.evaluation.predictions import Predictions, bootstrap_ci, predict
 from fmnist.inference.predictor import TorchPredictor
+from fmnist.inference.tta import Views
 from fmnist.models import LoadedModel, load_model
 
 if TYPE_CHECKING:
@@ -68,8 +69,9 @@ def final_linear(module: nn.Module) -> nn.Linear:
 class FeatureRecorder:
     """Records the input of the model's final Linear layer during forward passes.
 
-    With a linear head, averaging the features of an image and its mirror gives exactly the
-    features of the flip-averaged logits, so one prediction pass yields both."""
+    With a linear head, averaging the features of an image's test-time views (its mirror,
+    its shifts) with the logits' weights gives exactly the features of the averaged logits,
+    so one prediction pass yields both."""
 
     def __init__(self, module: nn.Module) -> None:
         self.batches: list[torch.Tensor] = []
@@ -78,30 +80,32 @@ class FeatureRecorder:
     def _record(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
         self.batches.append(inputs[0].detach().flatten(1).float().cpu())
 
-    def features(self, *, tta_flip: bool) -> np.ndarray:
-        """float32 (N, D). The predictor runs each batch, then (with tta_flip) its mirror."""
+    def features(self, *, tta_flip: bool, tta_shift: bool = False) -> np.ndarray:
+        """float32 (N, D). The predictor runs each batch once per view (inference/tta.py),
+        in the order of ``Views.offsets``."""
         if not self.batches:
             return np.zeros((0, 0), dtype=np.float32)
-        if tta_flip:
-            pairs = zip(self.batches[0::2], self.batches[1::2])
-            return torch.cat([(plain + mirror) / 2 for plain, mirror in pairs]).numpy()
-        return torch.cat(self.batches).numpy()
+        views = Views(flip=tta_flip, shift=tta_flip and tta_shift)
+        count, weights = len(views), views.weights()
+        groups = [self.batches[start : start + count] for start in range(0, len(self.batches), count)]
+        return torch.cat([sum(w * batch for w, batch in zip(weights, group)) for group in groups]).numpy()
 
     def remove(self) -> None:
         self._handle.remove()
 
 
 def penultimate_features(
-    module: nn.Module, images: np.ndarray, *, batch_size: int = 1024, tta_flip: bool = False
+    module: nn.Module, images: np.ndarray, *, batch_size: int = 1024, tta_flip: bool = False, tta_shift: bool = False
 ) -> np.ndarray:
     """float32 (N, D): the input of the final Linear layer for uint8 images (N, 28, 28)
-    (averaged over each image and its mirror with ``tta_flip``, as the logits are)."""
+    (averaged over each image's test-time views with ``tta_flip``/``tta_shift``, as the
+    logits are)."""
     recorder = FeatureRecorder(module)
     try:
-        TorchPredictor.of_module(module, tta_flip=tta_flip).logits(images, batch_size=batch_size)
+        TorchPredictor.of_module(module, tta_flip=tta_flip, tta_shift=tta_shift).logits(images, batch_size=batch_size)
     finally:
         recorder.remove()
-    return recorder.features(tta_flip=tta_flip)
+    return recorder.features(tta_flip=tta_flip, tta_shift=tta_shift)
 
 
 def unit_rows(features: np.ndarray) -> np.ndarray:
@@ -231,7 +235,7 @@ class Interpretation:
             recorder.remove()
         return cls(
             predictions=predictions,
-            _features=recorder.features(tta_flip=model.card.tta_flip),
+            _features=recorder.features(tta_flip=model.card.tta_flip, tta_shift=model.card.tta_shift),
             model=model,
             train=train,
             data=data,
@@ -243,7 +247,7 @@ class Interpretation:
         """float32 (N, D) penultimate-layer features of the test images."""
         if self._features is None:
             self._features = penultimate_features(
-                self.model.module, self.predictions.images, tta_flip=self.model.card.tta_flip
+                self.model.module, self.predictions.images, tta_flip=self.model.card.tta_flip, tta_shift=self.model.card.tta_shift
             )
         return self._features
 
@@ -271,7 +275,9 @@ class Interpretation:
         if self._train_features is None:
             pool = self.train.images[: self.neighbour_pool]
             # The same feature space as the test images' (flip-averaged when the model's are).
-            features = penultimate_features(self.model.module, pool, tta_flip=self.model.card.tta_flip)
+            features = penultimate_features(
+                self.model.module, pool, tta_flip=self.model.card.tta_flip, tta_shift=self.model.card.tta_shift
+            )
             self._train_features = unit_rows(features)
         return self.train, self._train_features
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from fmnist.data.contract import CONTRACT, to_model_input
 from fmnist.errors import ConfigError, DataError, RunError
+from fmnist.inference.tta import Views
 
 if TYPE_CHECKING:
     from fmnist.models.saved import LoadedModel
@@ -24,6 +25,7 @@ UNCERTAIN = "uncertain"
 META_CLASS_NAMES = "fmnist.class_names"
 META_TEMPERATURE = "fmnist.temperature"
 META_TTA_FLIP = "fmnist.tta_flip"
+META_TTA_SHIFT = "fmnist.tta_shift"
 META_PREPROCESSING = "fmnist.preprocessing"
 META_MODEL = "fmnist.model"
 META_EXPORT_FORMAT = "fmnist.export_format"
@@ -116,8 +118,9 @@ class Predictor:
     class_names: list[str]
     temperature: float  # logits are divided by this before the softmax
     tta_flip: bool  # logits averaged over the image and its left-right mirror
+    tta_shift = False  # and over one-pixel shifts of both (inference/tta.py; only with tta_flip)
     takes_uint8 = False  # model_logits takes the uint8 images (N, S, S), not contract inputs
-    flip_inside = False  # model_logits already averages the flip (a file exported with tta_flip)
+    flip_inside = False  # model_logits already averages its views (a file exported with tta_flip)
     check_finite = True  # refuse NaN/infinite outputs (off only for the training loop's validation)
 
     def model_logits(self, inputs: np.ndarray) -> np.ndarray:
@@ -131,22 +134,27 @@ class Predictor:
         *,
         batch_size: int = 1024,
         tta_flip: bool | None = None,
+        tta_shift: bool | None = None,
         temperature: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(logits, probabilities), float32 (N, C) each, for uint8 images (N, S, S).
 
-        ``logits`` are before the temperature (flip-averaged with TTA); ``probabilities`` are
-        ``softmax(logits / temperature)``. ``tta_flip`` and ``temperature`` default to the
-        model's own. Raises RunError when the model's outputs are not (N, C) or not finite:
+        ``logits`` are before the temperature (averaged over the test-time views);
+        ``probabilities`` are ``softmax(logits / temperature)``. ``tta_flip``, ``tta_shift``
+        and ``temperature`` default to the model's own; ``tta_flip=False`` turns test-time
+        augmentation off altogether (shift views come only with the flip). Raises RunError when the model's outputs are not (N, C) or not finite:
         a NaN must never become an answer (nor reach JSON, which has no NaN).
         """
         images = check_images(images)
         flip = self.tta_flip if tta_flip is None else bool(tta_flip)
-        if self.flip_inside and not flip:
+        shift = flip and bool(self.tta_shift if tta_shift is None else tta_shift)
+        if self.flip_inside and (not flip or shift != self.tta_shift):
             raise ConfigError(
-                f"{self.source}: this exported model averages each image with its mirror inside its graph",
-                "evaluate the run folder to switch test-time flip off",
+                f"{self.source}: this exported model averages each image with its mirror"
+                f"{' and their one-pixel shifts' if self.tta_shift else ''} inside its graph",
+                "evaluate the run folder to change test-time augmentation",
             )
+        views = Views() if self.flip_inside else Views(flip=flip, shift=shift)
         temperature = self.temperature if temperature is None else temperature
         if not 0 < temperature < float("inf"):
             raise ConfigError(f"temperature must be a positive number, got {temperature}", "pass T > 0")
@@ -154,10 +162,7 @@ class Predictor:
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
             inputs = batch if self.takes_uint8 else to_model_input(batch).numpy()
-            logits = self._checked(self.model_logits(inputs), len(batch))
-            if flip and not self.flip_inside:
-                mirrored = self._checked(self.model_logits(np.ascontiguousarray(inputs[..., ::-1])), len(batch))
-                logits = (logits + mirrored) / 2
+            logits = self._view_logits(inputs, views, len(batch))
             probabilities = softmax(logits, temperature)
             if self.check_finite and not np.isfinite(probabilities).all():  # finite logits, too large for the softmax
                 raise self._non_finite(len(batch))
@@ -166,6 +171,22 @@ class Predictor:
         if not all_logits:  # no images
             return np.zeros((0, len(self.class_names)), np.float32), np.zeros((0, len(self.class_names)), np.float32)
         return np.concatenate(all_logits), np.concatenate(all_probabilities)
+
+    def _view_logits(self, inputs: np.ndarray, views: Views, count: int) -> np.ndarray:
+        """The weighted mean of the logits of each view of ``inputs`` (one model pass per
+        view, so memory stays that of one batch)."""
+        if len(views) == 1:
+            return self._checked(self.model_logits(inputs), count)
+        import torch
+
+        from fmnist.inference.tta import view
+
+        batch, total = torch.from_numpy(inputs), None
+        for (rows, columns, mirrored), weight in zip(views.offsets(), views.weights()):
+            viewed = view(batch, rows, columns, mirrored).contiguous().numpy()
+            logits = weight * self._checked(self.model_logits(viewed), count)
+            total = logits if total is None else total + logits
+        return total
 
     def logits(self, images: np.ndarray, **options) -> np.ndarray:
         """float32 (N, C) logits before the temperature; options as ``outputs``."""
@@ -234,6 +255,7 @@ class TorchPredictor(Predictor):
         self.class_names = list(self.model.card.class_names)
         self.temperature = float(self.model.card.temperature)
         self.tta_flip = bool(self.model.card.tta_flip)
+        self.tta_shift = bool(self.model.card.tta_shift)
 
     @classmethod
     def of_module(
@@ -243,6 +265,7 @@ class TorchPredictor(Predictor):
         class_names: list[str] | None = None,
         temperature: float = 1.0,
         tta_flip: bool = False,
+        tta_shift: bool = False,
         channels_last: bool = True,
         check_finite: bool = True,
     ) -> TorchPredictor:
@@ -256,6 +279,7 @@ class TorchPredictor(Predictor):
         predictor.source = Path(f"<{type(module).__name__}>")
         predictor.name = type(module).__name__
         predictor.temperature, predictor.tta_flip, predictor.channels_last = float(temperature), bool(tta_flip), channels_last
+        predictor.tta_shift = bool(tta_shift) and predictor.tta_flip
         predictor.check_finite = check_finite
         predictor.class_names = [] if class_names is None else list(class_names)  # [] : numbered at the first answer
         return predictor
@@ -309,7 +333,7 @@ class OnnxPredictor(Predictor):
         metadata = self.session.get_modelmeta().custom_metadata_map
         if META_CLASS_NAMES not in metadata:
             raise RunError(f"{self.source}: ONNX model without fmnist metadata", "export it with `fmnist export`")
-        self.class_names, self.temperature, self.tta_flip = read_export_metadata(self.source, metadata)
+        self.class_names, self.temperature, self.tta_flip, self.tta_shift = read_export_metadata(self.source, metadata)
         self.flip_inside = self.tta_flip
         self.input_name = check_onnx_signature(self.source, self.session, len(self.class_names))
         # The first answer is checked now, so a model that gives NaN fails at load, in one line.
@@ -362,7 +386,7 @@ class TorchScriptPredictor(Predictor):
                 f"{self.source}: exported by an older fmnist (float input, logits only)",
                 "re-export it with `fmnist export` of this version",
             )
-        self.class_names, self.temperature, self.tta_flip = read_export_metadata(
+        self.class_names, self.temperature, self.tta_flip, self.tta_shift = read_export_metadata(
             self.source, {key: value for key, value in metadata.items() if isinstance(value, str)}
         )
         self.flip_inside = self.tta_flip
@@ -387,9 +411,9 @@ def _probe_images() -> np.ndarray:
 MAX_ONNX_METADATA = 64 * 1024  # characters of one fmnist metadata value; the class names take < 200
 
 
-def read_export_metadata(source: Path, metadata: dict[str, str]) -> tuple[list[str], float, bool]:
-    """(class names, temperature, tta_flip) from an exported file's fmnist metadata, checked
-    like a model card's fields; RunError names the first bad one."""
+def read_export_metadata(source: Path, metadata: dict[str, str]) -> tuple[list[str], float, bool, bool]:
+    """(class names, temperature, tta_flip, tta_shift) from an exported file's fmnist
+    metadata, checked like a model card's fields; RunError names the first bad one."""
     from fmnist.bounded_json import JsonRefused, loads_bounded
     from fmnist.models.saved import check_class_names, check_temperature
 
@@ -406,10 +430,16 @@ def read_export_metadata(source: Path, metadata: dict[str, str]) -> tuple[list[s
         temperature = check_temperature(float(text) if len(text) <= 40 else text)
     except (ValueError, RunError):
         raise RunError(f"{source}: metadata {META_TEMPERATURE} must be a number from 0.01 to 100, got {text[:40]!r}", fix) from None
-    flag = metadata.get(META_TTA_FLIP, "false")
-    if flag not in ("true", "false"):
-        raise RunError(f"{source}: metadata {META_TTA_FLIP} must be 'true' or 'false', got {flag[:40]!r}", fix)
-    return class_names, temperature, flag == "true"
+    flags = []
+    for key in (META_TTA_FLIP, META_TTA_SHIFT):  # absent in files exported before shift views
+        flag = metadata.get(key, "false")
+        if flag not in ("true", "false"):
+            raise RunError(f"{source}: metadata {key} must be 'true' or 'false', got {flag[:40]!r}", fix)
+        flags.append(flag == "true")
+    flip, shift = flags
+    if shift and not flip:
+        raise RunError(f"{source}: metadata {META_TTA_SHIFT} is 'true' without {META_TTA_FLIP}", fix)
+    return class_names, temperature, flip, shift
 
 
 def check_onnx_signature(source: Path, session: object, num_classes: int) -> str:

@@ -126,6 +126,7 @@ class ModelCard:
     class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
     preprocessing: dict = field(default_factory=CONTRACT.to_dict)
     tta_flip: bool = False  # average predictions over the image and its mirror
+    tta_shift: bool = False  # and over one-pixel shifts of both (inference/tta.py); needs tta_flip
     temperature: float = 1.0  # logits are divided by this (calibration; 1 = none)
     extra: dict = field(default_factory=dict)  # provenance: run name, recipe, metrics
 
@@ -137,6 +138,7 @@ class ModelCard:
             "class_names": self.class_names,
             "preprocessing": self.preprocessing,
             "tta_flip": self.tta_flip,
+            "tta_shift": self.tta_shift,
             "temperature": self.temperature,
             "extra": self.extra,
         }
@@ -159,6 +161,9 @@ class ModelCard:
         tta_flip = document.get("tta_flip", False)
         if not isinstance(tta_flip, bool):
             raise _card_error("tta_flip", "true or false", tta_flip)
+        tta_shift = document.get("tta_shift", False)  # absent in files written before shift views
+        if not isinstance(tta_shift, bool) or (tta_shift and not tta_flip):
+            raise _card_error("tta_shift", "true or false (true only with tta_flip true)", tta_shift)
         temperature = check_temperature(document.get("temperature", 1.0))
         extra = document.get("extra", {})
         if not isinstance(extra, dict):
@@ -171,6 +176,7 @@ class ModelCard:
             class_names=class_names,
             preprocessing=preprocessing,
             tta_flip=tta_flip,
+            tta_shift=tta_shift,
             temperature=float(temperature),
             extra=dict(extra),
         )

@@ -169,6 +169,15 @@ def _most_confused(metrics: dict) -> str:
     return "## Most confused pairs (test split)\n\n" + _table(["true class", "predicted as", "images"], rows)
 
 
+def _views_sentence(card: dict) -> str:
+    if not card.get("tta_flip"):
+        return ""
+    if card.get("tta_shift"):
+        return (" Predictions average the logits of the image and its left-right mirror, and of both moved by "
+                "one pixel up, down, left and right.")
+    return " Predictions average the logits of the image and its left-right mirror."
+
+
 def _training(config: dict, provenance: dict, card: dict) -> str:
     extra = card.get("extra") or {}
     rows = [
@@ -177,6 +186,7 @@ def _training(config: dict, provenance: dict, card: dict) -> str:
         ["seed", config.get("seed")],
         ["epochs (configured)", config.get("epochs")],
         ["test-time flip averaging", card.get("tta_flip")],
+        ["test-time shift averaging", bool(card.get("tta_shift"))],
         ["trained on train + validation (--full)", config.get("full")],
         ["fmnist", provenance.get("fmnist")],
         ["torch", provenance.get("torch")],
@@ -238,7 +248,7 @@ def _contract(card: dict) -> str:
         f"{pre.get('image_size', 28)}×{pre.get('image_size', 28)} pixels, {pre.get('channels', 1)} channel, uint8 "
         f"pixel values × {pre.get('scale', 1 / 255):.6g} (i.e. / 255), background {pre.get('background', 'black')} (0), the "
         "item light. Normalisation is inside the model."
-        + (" Predictions average the logits of the image and its left-right mirror." if card.get("tta_flip") else "")
+        + _views_sentence(card)
     )
 
 

@@ -75,6 +75,10 @@ class TrainConfig:
     channels_last: bool = True  # faster convolutions on CPU (oneDNN's preferred layout)
     eval_batch_size: int = 1024
     tta_flip: bool = False  # evaluate on the image and its mirror, averaged
+    # With tta_flip: also average one-pixel shifts of both (inference/tta.py). Five times
+    # the passes of flip alone, so the per-epoch validation stays flip-only; calibration,
+    # evaluation, predict, serve and exports use every view.
+    tta_shift: bool = False
     full: bool = False  # train on train+validation with the fixed schedule (no validation, last epoch kept)
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
     amp: bool = True  # bfloat16 autocast where native: CUDA, CPUs with AVX-512 BF16/AMX (precision.py)
@@ -151,6 +155,7 @@ class TrainConfig:
                 "tta_flip",
                 "false when training does not flip images (augment.flip); set tta_flip false too",
             ),
+            (not self.tta_shift or self.tta_flip, "tta_shift", "false when tta_flip is false (shift views come with the flip)"),
         ]
         for ok, name, expected in checks:
             if not ok:

@@ -311,6 +311,7 @@ class Trainer(Resumable):
                 model_args=dict(self.model_args),
                 class_names=list(self.data.class_names),
                 tta_flip=self.config.tta_flip,
+                tta_shift=self.config.tta_shift,
                 extra={
                     "run": self.paths.root.name,
                     "recipe": self.config.recipe,

@@ -30,11 +30,17 @@ RECIPES: dict[str, TrainConfig] = {
     # of the spread between seeds), but short runs no longer wreck the network in their
     # few warm-up steps (6,000 images, 1 epoch: 17% -> 73%; 2,000 images, 3 epochs:
     # 10% -> 71%; all 54,000 images, 1 epoch: 86.6% -> 90.1%).
+    # 14 epochs and shift test-time views: on the validation split (seeds 0-2, AMD EPYC,
+    # one thread per run) 10 epochs gave 93.63%, 14 93.83%, 16 93.72%, 14 at a peak of
+    # 0.4 93.83%, width 48/96 at 10 epochs 93.83% at 1.75x the time; flip + shift views
+    # on the 14-epoch models 94.06% (flip alone 93.76%). airbench's coupled package,
+    # Lookahead, identity init, selective backprop and the triangle schedule each
+    # measured at or below the baseline (README, "How the fast recipe got here").
     "fast": TrainConfig(
         recipe="fast",
         model="fast_cnn",
         model_args={"width_14": 32, "width_7": 64},
-        epochs=10,
+        epochs=14,
         batch_size=256,
         optimizer="sgd",
         lr=0.3,
@@ -48,6 +54,7 @@ RECIPES: dict[str, TrainConfig] = {
         patience=0,
         augment=AugmentConfig(rotate_degrees=0.0, shift_fraction=0.0, flip=True),
         tta_flip=True,
+        tta_shift=True,
     ),
     # The accurate recipe: a wide pre-activation ResNet (width 48, two blocks per stage)
     # with the regularisers that the best published Fashion-MNIST results rely on (random
