@@ -134,7 +134,7 @@ def test_alternating_flips_show_each_image_both_ways_every_two_epochs() -> None:
 
 def test_flip_alternate_needs_flip() -> None:
     with pytest.raises(ConfigError, match="flip_alternate needs flip"):
-        resolve_config("fast", settings={"augment.flip": False, "augment.flip_alternate": True, "tta_flip": False})
+        resolve_config("fast", settings={"augment.flip": False, "augment.flip_alternate": True, "tta_flip": False, "tta_shift": False})
 
 
 @pytest.mark.parametrize(
