@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from resumed_run import whole_and_resumed
 
 from fmnist.augment import (
     AugmentConfig,
@@ -28,7 +29,6 @@ from fmnist.models.saved import load_model
 from fmnist.training import read_config_file, resolve_config, train
 from fmnist.training.config import dump_config
 from fmnist.training.distill import CACHE_FOLDER, DistillFeature, distillation_loss
-from fmnist.training.events import StopTraining
 
 
 @pytest.fixture(scope="module")
@@ -168,20 +168,8 @@ def test_a_damaged_cache_is_computed_again(teacher: Path, tmp_path: Path, config
 
 
 def test_interrupted_student_resumes_to_the_same_weights(teacher: Path, tmp_path: Path, configure) -> None:
-    from fmnist.training import resume
-
-    data = teacher.parent / "data"
     config = configure(teachers=(str(teacher),))
-    train(config, tmp_path / "whole", data=data)
-
-    def stop_after_first(end) -> None:
-        if end.record["epoch"] == 1:
-            raise StopTraining("test")
-
-    train(config, tmp_path / "cut", data=data, on_epoch=stop_after_first)
-    (tmp_path / "cut" / "model.safetensors").unlink()  # as a kill before the end would leave it
-    resume(tmp_path / "cut", data=data)
-    whole, cut = weights(tmp_path / "whole"), weights(tmp_path / "cut")
+    whole, cut = whole_and_resumed(config, tmp_path, teacher.parent / "data")
     assert all(torch.equal(whole[name], cut[name]) for name in whole)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from resumed_run import whole_and_resumed
 from torch import nn
 
 from fmnist.augment import (
@@ -22,9 +23,8 @@ from fmnist.augment import (
 from fmnist.errors import ConfigError
 from fmnist.models import create_model
 from fmnist.models.saved import load_model
-from fmnist.training import resolve_config, resume, train
+from fmnist.training import resolve_config, train
 from fmnist.training.config import TrainConfig
-from fmnist.training.events import StopTraining
 from fmnist.training.lookahead import Lookahead
 from fmnist.training.optimizer import make_optimizer, set_learning_rate
 from fmnist.training.schedule import scheduled_lr
@@ -200,16 +200,6 @@ def test_hardest_picks_the_highest_losses(tmp_path: Path) -> None:
 
 
 def test_a_run_with_every_option_resumes_to_the_same_weights(tmp_path: Path, learnable_dir: Path) -> None:
-    config = package_config()
-    train(config, tmp_path / "whole", data=learnable_dir)
-
-    def stop_after_first(end) -> None:
-        if end.record["epoch"] == 1:
-            raise StopTraining("test")
-
-    train(config, tmp_path / "cut", data=learnable_dir, on_epoch=stop_after_first)
-    (tmp_path / "cut" / "model.safetensors").unlink()  # as a kill before the end would leave it
-    resume(tmp_path / "cut", data=learnable_dir)
-    whole, cut = load_model(tmp_path / "whole").module.state_dict(), load_model(tmp_path / "cut").module.state_dict()
+    whole, cut = whole_and_resumed(package_config(), tmp_path, learnable_dir)
     assert whole.keys() == cut.keys()
     assert all(torch.equal(whole[name], cut[name]) for name in whole)
