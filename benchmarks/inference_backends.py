@@ -74,6 +74,7 @@ def main() -> None:
                 "threads": args.threads,
                 "repeats": args.repeats,
                 "tta_flip": predictors[0].tta_flip,
+                "tta_shift": predictors[0].tta_shift,
                 "parity_max_probability_difference": export.max_probability_difference,
                 "results": rows,
                 "onnxruntime_vs_torch": {
