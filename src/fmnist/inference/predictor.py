@@ -142,8 +142,9 @@ class Predictor:
         ``logits`` are before the temperature (averaged over the test-time views);
         ``probabilities`` are ``softmax(logits / temperature)``. ``tta_flip``, ``tta_shift``
         and ``temperature`` default to the model's own; ``tta_flip=False`` turns test-time
-        augmentation off altogether (shift views come only with the flip). Raises RunError when the model's outputs are not (N, C) or not finite:
-        a NaN must never become an answer (nor reach JSON, which has no NaN).
+        augmentation off altogether (shift views come only with the flip). Raises RunError
+        when the model's outputs are not (N, C) or not finite: a NaN must never become an
+        answer (nor reach JSON, which has no NaN).
         """
         images = check_images(images)
         flip = self.tta_flip if tta_flip is None else bool(tta_flip)
