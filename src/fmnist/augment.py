@@ -162,12 +162,12 @@ def augment_batch_with_views(
     if config.crop_padding > 0:
         images, offsets = _random_crop(images, config.crop_padding, generator)
         views = offsets[0] * (2 * config.crop_padding + 1) + offsets[1]
-    if config.flip and config.flip_alternate and indices is not None:
-        flipped = alternating_flips(indices, epoch)
-        images = torch.where(flipped.view(-1, 1, 1, 1), images.flip(-1), images)
-        views = views + _crop_windows(config) * flipped.to(torch.int64)
-    elif config.flip:
-        images, flipped = _random_flip(images, generator)
+    if config.flip:
+        if config.flip_alternate and indices is not None:
+            flipped = alternating_flips(indices, epoch)
+            images = torch.where(flipped.view(-1, 1, 1, 1), images.flip(-1), images)
+        else:
+            images, flipped = _random_flip(images, generator)
         views = views + _crop_windows(config) * flipped.to(torch.int64)
     if config.erase_probability > 0:
         images = random_erase(

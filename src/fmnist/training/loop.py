@@ -107,8 +107,12 @@ class Trainer(Resumable):
             if config.ema_decay > 0
             else None
         )
+        # Each rank trains on 1/world of the images with 1/world of the batch, so the
+        # global batch, the number of steps and the schedule match a single process.
+        self.local_batch = max(1, config.batch_size // context.world_size)
+        self.steps_per_epoch = steps_per_epoch(len(data.train_labels) // context.world_size, self.local_batch)
         self.lookahead = (
-            Lookahead(self.model, every=config.lookahead_every, total_steps=self._total_steps(data))
+            Lookahead(self.model, every=config.lookahead_every, total_steps=self.steps_per_epoch * config.epochs)
             if config.lookahead_every > 0
             else None
         )
@@ -126,14 +130,6 @@ class Trainer(Resumable):
         self.step = 0
         self.history: list[dict] = []
         self.best_model = self._snapshot()
-        # Each rank trains on 1/world of the images with 1/world of the batch, so the
-        # global batch, the number of steps and the schedule match a single process.
-        self.local_batch = max(1, config.batch_size // context.world_size)
-        self.steps_per_epoch = steps_per_epoch(len(data.train_labels) // context.world_size, self.local_batch)
-
-    def _total_steps(self, data: TrainingData) -> int:
-        local_batch = max(1, self.config.batch_size // self.context.world_size)
-        return steps_per_epoch(len(data.train_labels) // self.context.world_size, local_batch) * self.config.epochs
 
     @property
     def evaluated_model(self) -> nn.Module:
