@@ -1,11 +1,12 @@
 """The fast-training options from airbench's package and selective backprop: frozen
 BatchNorm scales, BatchNorm momentum, identity-initialised convolutions, a logit scale,
-a faster rate for biases, Lookahead, alternating flips, the triangle schedule and
-selective backprop. Each is checked for what it promises, and runs using them train,
+a faster rate for biases, Lookahead, alternating flips, the triangle schedule,
+selective backprop and the Muon optimizer. Each is checked for what it promises, and runs using them train,
 save, reload and resume exactly."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from fmnist.models.saved import load_model
 from fmnist.training import resolve_config, train
 from fmnist.training.config import TrainConfig
 from fmnist.training.lookahead import Lookahead
-from fmnist.training.optimizer import make_optimizer, set_learning_rate
+from fmnist.training.optimizer import make_optimizer, orthogonalized, set_learning_rate
 from fmnist.training.schedule import scheduled_lr
 
 PACKAGE = {
@@ -203,3 +204,70 @@ def test_a_run_with_every_option_resumes_to_the_same_weights(tmp_path: Path, lea
     whole, cut = whole_and_resumed(package_config(), tmp_path, learnable_dir)
     assert whole.keys() == cut.keys()
     assert all(torch.equal(whole[name], cut[name]) for name in whole)
+
+
+@pytest.mark.parametrize("shape", [(32, 162), (64, 576), (40, 8)])
+def test_orthogonalized_pushes_singular_values_near_one_and_keeps_the_directions(shape: tuple[int, int]) -> None:
+    matrix = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    result = orthogonalized(matrix)
+    singular = torch.linalg.svdvals(result)
+    assert result.shape == matrix.shape
+    assert singular.min() > 0.6 and singular.max() < 1.25
+    u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
+    polar = u @ vh  # the exact semi-orthogonal factor
+    assert F.cosine_similarity(result.flatten(), polar.flatten(), dim=0) > 0.95
+
+
+def muon_config(**overrides) -> TrainConfig:
+    settings = {"optimizer": "muon", "muon_lr_scale": 0.5, "muon_momentum": 0.6, "model_args.width_14": 8, "model_args.width_7": 16}
+    return resolve_config("fast", overrides={"epochs": 3, "batch_size": 32, "seed": 0, **overrides}, settings=settings)
+
+
+def test_muon_takes_the_filters_and_sgd_the_rest() -> None:
+    config = muon_config()
+    model = create_model("fast_cnn", **config.model_args)
+    optimizer = make_optimizer(model, config)
+    set_learning_rate(optimizer, config, step=0, total_steps=10, scale=1.0, epochs_done=0)
+    scheduled = scheduled_lr(config.schedule, peak=config.lr, step=0, total_steps=10, warmup_fraction=config.warmup_fraction)
+    (muon,) = [group for group in optimizer.param_groups if group.get("orthogonal")]
+    filters = [p for p in model.parameters() if p.requires_grad and p.ndim == 4]
+    assert [id(p) for p in muon["params"]] == [id(p) for p in filters] and len(filters) == 3
+    assert muon["lr"] == pytest.approx(scheduled * 0.5) and muon["momentum"] == 0.6 and muon["weight_decay"] == 0
+    others = [p for group in optimizer.param_groups if not group.get("orthogonal") for p in group["params"]]
+    assert others and all(p.ndim != 4 for p in others)
+    assert all(group["momentum"] == config.momentum for group in optimizer.param_groups if not group.get("orthogonal"))
+
+
+def test_a_muon_step_is_the_orthogonalised_nesterov_update_of_the_rescaled_filters() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3)
+    config = TrainConfig(model="fast_cnn", optimizer="muon", lr=0.2, schedule="constant", muon_momentum=0.5)
+    optimizer = make_optimizer(conv, config)
+    set_learning_rate(optimizer, config, step=0, total_steps=10, scale=1.0, epochs_done=0)
+    expected = conv.weight.detach().clone()
+    buffer = None
+    for _ in range(2):
+        grad = torch.randn_like(conv.weight)
+        conv.weight.grad, conv.bias.grad = grad.clone(), torch.zeros_like(conv.bias)
+        buffer = grad if buffer is None else buffer * 0.5 + grad
+        update = grad + 0.5 * buffer
+        expected = expected * (2.0 / expected.norm())  # norm sqrt(4 out channels)
+        expected = expected - 0.2 * orthogonalized(update.reshape(4, -1)).view_as(expected)
+        optimizer.step()
+        assert torch.allclose(conv.weight, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"optimizer": "muon", "muon_lr_scale": 0}, "muon_lr_scale must be in"), ({"muon_momentum": 1.0}, "muon_momentum must be in")],
+)
+def test_out_of_range_muon_settings_are_refused(settings: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_config("fast", settings=settings)
+
+
+def test_a_muon_run_learns_and_resumes_to_the_same_weights(tmp_path: Path, learnable_dir: Path) -> None:
+    whole, cut = whole_and_resumed(muon_config(), tmp_path, learnable_dir)
+    assert all(torch.equal(whole[name], cut[name]) for name in whole)
+    record = [json.loads(line) for line in (tmp_path / "whole" / "epochs.jsonl").read_text().splitlines()][-1]
+    assert record["val_accuracy"] > 0.5  # ten classes: chance is 0.1

@@ -19,7 +19,7 @@ from fmnist.augment import AugmentConfig
 from fmnist.errors import ConfigError
 from fmnist.models.registry import check_model_args, get_spec
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
 
 
 class SettingError(ConfigError):
@@ -39,8 +39,14 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3  # peak learning rate
     weight_decay: float = 0.0
-    momentum: float = 0.9  # SGD only
-    nesterov: bool = True  # SGD only
+    momentum: float = 0.9  # SGD and Muon's other parameters only
+    nesterov: bool = True  # SGD and Muon only
+    # optimizer="muon" (training/optimizer.py): the convolution filters take Muon's step
+    # (Nesterov momentum, the update orthogonalised, each filter bank kept at a fixed
+    # norm); every other parameter takes the SGD step. muon_lr_scale: the filters' rate
+    # as a multiple of the scheduled rate; muon_momentum: their momentum.
+    muon_lr_scale: float = 1.0
+    muon_momentum: float = 0.6
     schedule: str = "plateau"  # plateau: halve the lr after plateau_patience epochs without progress
     plateau_patience: int = 2
     warmup_fraction: float = 0.25  # onecycle, cosine, triangle: share of the steps spent rising to the peak lr
@@ -118,6 +124,8 @@ class TrainConfig:
             (self.weight_decay >= 0, "weight_decay", "zero or positive"),
             (0 <= self.momentum < 1, "momentum", "in [0, 1)"),
             (self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}"),
+            (0 < self.muon_lr_scale <= 1000, "muon_lr_scale", "in (0, 1000]"),
+            (0 <= self.muon_momentum < 1, "muon_momentum", "in [0, 1)"),
             (self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}"),
             (self.plateau_patience >= 1, "plateau_patience", "at least 1"),
             (0 < self.warmup_fraction < 1, "warmup_fraction", "in (0, 1)"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -15,7 +17,10 @@ class PlainSGD:
     torch.optim.SGD computes it with its foreach kernels, and with the same state_dict
     layout (checkpoints load either way), but without torch.optim's machinery: building a
     torch.optim optimizer imports torch._dynamo, 1.2 s of a 60-second default run's start
-    on the reference CPU (README, "Results")."""
+    on the reference CPU (README, "Results").
+
+    A group marked ``orthogonal`` (optimizer="muon": the convolution filters) takes Muon's
+    step instead, with the same momentum buffers in the state."""
 
     def __init__(self, groups: list[dict], *, lr: float, momentum: float, nesterov: bool) -> None:
         defaults = {"lr": lr, "momentum": momentum, "dampening": 0.0, "weight_decay": 0.0, "nesterov": nesterov}
@@ -38,22 +43,40 @@ class PlainSGD:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
+            if group.get("orthogonal", False):
+                self._muon_step(group, params)
+                continue
             grads = [p.grad for p in params]
             if group["weight_decay"]:
                 grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
             momentum = group["momentum"]
             if momentum:
-                buffers = []
-                for p, grad in zip(params, grads):
-                    buffer = self.state.get(p, {}).get("momentum_buffer")
-                    if buffer is None:  # the first step: the buffer starts as the gradient
-                        buffer = torch.clone(grad).detach()
-                        self.state[p] = {"momentum_buffer": buffer}
-                    else:
-                        buffer.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
-                    buffers.append(buffer)
+                buffers = [self._momentum_buffer(p, grad, momentum) for p, grad in zip(params, grads)]
                 grads = torch._foreach_add(grads, buffers, alpha=momentum) if group["nesterov"] else buffers
             torch._foreach_add_(params, grads, alpha=-group["lr"])
+
+    def _momentum_buffer(self, p: torch.Tensor, grad: torch.Tensor, momentum: float) -> torch.Tensor:
+        buffer = self.state.get(p, {}).get("momentum_buffer")
+        if buffer is None:  # the first step: the buffer starts as the gradient
+            buffer = torch.clone(grad).detach()
+            self.state[p] = {"momentum_buffer": buffer}
+        else:
+            buffer.mul_(momentum).add_(grad)
+        return buffer
+
+    def _muon_step(self, group: dict, params: list[torch.Tensor]) -> None:
+        """Muon (Jordan et al., 2024, as airbench's CIFAR-10 runs use it): the momentum
+        update of each filter bank, seen as an out_channels x fan_in matrix, replaced by
+        the nearest semi-orthogonal matrix, so every direction of the update moves at the
+        same rate. The bank is first rescaled to norm sqrt(out_channels): under the
+        BatchNorm that follows every convolution of fast_cnn that changes nothing the
+        network computes, and it stops the filters' growth from shrinking the step."""
+        momentum = group["momentum"]
+        for p in params:
+            buffer = self._momentum_buffer(p, p.grad, momentum)
+            update = p.grad.add(buffer, alpha=momentum) if group["nesterov"] else buffer
+            p.mul_(math.sqrt(len(p)) / p.norm().clamp_min(1e-12))
+            p.add_(orthogonalized(update.reshape(len(p), -1)).view_as(p), alpha=-group["lr"])
 
     def state_dict(self) -> dict:
         """torch.optim's layout: parameters numbered in group order."""
@@ -83,11 +106,28 @@ class PlainSGD:
                 self.state[p] = {"momentum_buffer": buffer.to(device=p.device, dtype=p.dtype).clone()}
 
 
+def orthogonalized(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """An approximation of U V^T for matrix = U S V^T (its singular values pushed to
+    about 1) by the quintic Newton-Schulz iteration of Muon, whose coefficients trade an
+    exact fixed point for speed: the singular values land in roughly [0.7, 1.2], which
+    is all the step needs, in five iterations of small matrix products."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = matrix.float()
+    wide = x.shape[0] <= x.shape[1]
+    if not wide:  # iterate on the smaller Gram matrix
+        x = x.T
+    x = x / (x.norm() + 1e-7)  # every singular value at most 1, where the iteration converges
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x if wide else x.T).to(matrix.dtype)
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> PlainSGD | torch.optim.Optimizer:
     # No weight decay on BatchNorm and bias parameters (1-D tensors): decaying them only
     # fights the normalisation. Transfer settings split backbone and head (transfer.py).
     groups = parameter_groups(model, config)
-    if config.optimizer == "sgd":
+    if config.optimizer in ("sgd", "muon"):
         return PlainSGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr)

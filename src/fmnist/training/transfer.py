@@ -88,6 +88,19 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
                 "params": [p for p in params if (p.ndim > 1) == decayed],
                 "weight_decay": config.weight_decay if decayed else 0.0,
             }
+            if decayed and config.optimizer == "muon":
+                # The convolution filters take Muon's step (optimizer.py), undecayed: it
+                # keeps their norm fixed instead. Only with Muon, as bias_lr_scale below.
+                groups.append(
+                    {
+                        "params": [p for p in group["params"] if p.ndim == 4],
+                        "weight_decay": 0.0,
+                        "momentum": config.muon_momentum,
+                        "orthogonal": True,
+                        **({"backbone": backbone} if uses_parameter_groups(config) else {}),
+                    }
+                )
+                group["params"] = [p for p in group["params"] if p.ndim != 4]
             if uses_parameter_groups(config):
                 group["backbone"] = backbone
             if config.bias_lr_scale != 1.0:  # only then, so other runs' checkpoints keep their layout
@@ -98,8 +111,11 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
 
 def lr_scale(group: dict, config: TrainConfig, epochs_done: int) -> float:
     """The share of the scheduled learning rate that ``group`` gets in epoch ``epochs_done + 1``:
-    the backbone's transfer share, times ``bias_lr_scale`` for biases and norms."""
+    the backbone's transfer share, times ``bias_lr_scale`` for biases and norms or
+    ``muon_lr_scale`` for Muon's filters."""
     scale = config.bias_lr_scale if group.get("one_dim", False) else 1.0
+    if group.get("orthogonal", False):
+        scale = config.muon_lr_scale
     if not group.get("backbone", False):
         return scale
     return scale * (0.0 if epochs_done < config.freeze_epochs else config.backbone_lr_scale)
