@@ -59,6 +59,15 @@ def test_train_then_evaluate_writes_metrics_and_report(tmp_path: Path, run_fmnis
         (["train", "--resume", "x", "--epochs", "3"], "--epochs cannot be combined with --resume"),
         (["evaluate", "missing-run"], "no such run folder or model file"),
         (["frobnicate"], "invalid choice"),
+        # An empty path (an unset shell variable) is refused, not read as "no value".
+        (["train", "--init", ""], "--init is an empty path"),
+        (["train", "--teacher", "runs/a", "--teacher", " "], "--teacher is an empty path"),
+        (["train", "--out", ""], "--out is an empty path"),
+        (["train", "--data", ""], "--data is an empty path"),
+        (["evaluate", ""], "RUN_DIR_OR_EXPORT is an empty path"),
+        (["compare", "runs/a", ""], "RUN is an empty path"),
+        (["predict", "runs/a", "x.png", ""], "INPUT is an empty path"),
+        (["export", "runs/a", "--format", "onnx", "--out", ""], "--out is an empty path"),
     ],
 )
 def test_bad_flags_are_one_line_errors(run_fmnist, args: list[str], fragment: str) -> None:

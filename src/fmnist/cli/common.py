@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from typing import NoReturn
 
@@ -16,6 +17,26 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"fmnist: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        self._refuse_empty_paths(namespace)
+        return namespace, extras
+
+    def _refuse_empty_paths(self, namespace: argparse.Namespace) -> None:
+        # `--init "$RUN"` with RUN unset passes "": read as "no value" it would silently
+        # train from scratch (or write to the default folder); refused instead, for every
+        # argument whose metavar names a path.
+        for action in self._actions:
+            if not isinstance(action.metavar, str) or not _PATH_METAVAR.search(action.metavar):
+                continue
+            value = getattr(namespace, action.dest, None)
+            if any(isinstance(item, str) and not item.strip() for item in (value if isinstance(value, list) else [value])):
+                name = action.option_strings[-1] if action.option_strings else action.metavar
+                self.error(f"{name} is an empty path (give a {action.metavar}; is a shell variable unset?)")
+
+
+_PATH_METAVAR = re.compile(r"DIR|PATH|FILE|RUN|MODEL|IMAGE|INPUT|SOURCE")
 
 
 def whole_number(text: str, low: int, high: int | None = None, what: str = "number") -> int:
