@@ -51,17 +51,17 @@ class PlainSGD:
                 grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
             momentum = group["momentum"]
             if momentum:
-                buffers = [self._momentum_buffer(p, grad, momentum) for p, grad in zip(params, grads)]
+                buffers = [self._momentum_buffer(p, grad, momentum, group["dampening"]) for p, grad in zip(params, grads)]
                 grads = torch._foreach_add(grads, buffers, alpha=momentum) if group["nesterov"] else buffers
             torch._foreach_add_(params, grads, alpha=-group["lr"])
 
-    def _momentum_buffer(self, p: torch.Tensor, grad: torch.Tensor, momentum: float) -> torch.Tensor:
+    def _momentum_buffer(self, p: torch.Tensor, grad: torch.Tensor, momentum: float, dampening: float = 0.0) -> torch.Tensor:
         buffer = self.state.get(p, {}).get("momentum_buffer")
         if buffer is None:  # the first step: the buffer starts as the gradient
             buffer = torch.clone(grad).detach()
             self.state[p] = {"momentum_buffer": buffer}
         else:
-            buffer.mul_(momentum).add_(grad)
+            buffer.mul_(momentum).add_(grad, alpha=1 - dampening)
         return buffer
 
     def _muon_step(self, group: dict, params: list[torch.Tensor]) -> None:
