@@ -12,6 +12,11 @@ from live_server import LiveServer, png
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
 
+# Conditions are written as functions, not bare expressions: Playwright polls an expression
+# with eval() inside the page, which the page's Content-Security-Policy (script-src 'self')
+# forbids, so a condition not already true at its first check failed on a slow machine.
+MODEL_INFO_SHOWN = "() => document.getElementById('model-info').textContent.startsWith('Model ')"
+
 pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM} (apt install chromium)")
 
 
@@ -49,7 +54,7 @@ def page(browser, server):
         and problems.append(f"off-server request: {request.url}"),
     )
     page.goto(server.url + "/")
-    page.wait_for_function("document.getElementById('model-info').textContent.startsWith('Model ')")
+    page.wait_for_function(MODEL_INFO_SHOWN)
     yield page
     page.close()
     assert not problems, problems
@@ -81,7 +86,7 @@ def confident_examples(real_run, real_fmnist_dir) -> list[tuple[np.ndarray, str]
 
 def wait_for_answer(page) -> str:
     page.wait_for_selector("#result:not([hidden])")
-    page.wait_for_function("document.getElementById('status').textContent === ''")
+    page.wait_for_function("() => document.getElementById('status').textContent === ''")
     return page.inner_text("#result-label")
 
 
@@ -169,7 +174,7 @@ def test_a_token_in_the_address_fragment_is_used_and_removed(browser, token_serv
     page = browser.new_page()
     try:
         page.goto(token_server.url + "/#token=page-token")
-        page.wait_for_function("document.getElementById('model-info').textContent.startsWith('Model ')")
+        page.wait_for_function(MODEL_INFO_SHOWN)
         assert "token" not in page.url
         page.set_input_files("#file-input", str(path))
         assert wait_for_answer(page) == class_name
