@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import http.server
 import socket
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from local_http import serving
 
 
 def closed_port_url() -> str:
@@ -80,12 +80,6 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     folder = tmp_path / "mirror"
     folder.mkdir()
     served = Mirror(folder=folder, url="")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(served))
-    served.url = f"http://127.0.0.1:{server.server_address[1]}/"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    monkeypatch.setenv("FMNIST_MIRROR", served.url)
-    yield served
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(_handler(served)) as served.url:
+        monkeypatch.setenv("FMNIST_MIRROR", served.url)
+        yield served

@@ -9,7 +9,6 @@ the waits themselves are checked.
 from __future__ import annotations
 
 import http.server
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from local_http import serving
 
 from fmnist.data import cache_data_dir
 from fmnist.data.download import ATTEMPTS, download_official, is_verified_copy
@@ -75,16 +75,10 @@ def _handler(mirror: FlakyMirror) -> type[http.server.BaseHTTPRequestHandler]:
 @pytest.fixture
 def flaky(real_fmnist_dir: Path, monkeypatch: pytest.MonkeyPatch):
     mirror = FlakyMirror(real=real_fmnist_dir)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(mirror))
-    mirror.url = f"http://127.0.0.1:{server.server_address[1]}/"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    monkeypatch.setenv("FMNIST_MIRROR", mirror.url)
-    monkeypatch.setenv("FMNIST_DOWNLOAD_BACKOFF_S", "0.001")
-    yield mirror
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(_handler(mirror)) as mirror.url:
+        monkeypatch.setenv("FMNIST_MIRROR", mirror.url)
+        monkeypatch.setenv("FMNIST_DOWNLOAD_BACKOFF_S", "0.001")
+        yield mirror
 
 
 def download() -> list[str]:
