@@ -6,8 +6,11 @@ students train on the same data with the same split."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import shutil
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,12 @@ from fmnist.inference.predictor import load_predictor, softmax
 from fmnist.models.saved import load_model
 from fmnist.training import read_config_file, resolve_config, train
 from fmnist.training.config import dump_config
-from fmnist.training.distill import CACHE_FOLDER, DistillFeature, distillation_loss
+from fmnist.training.distill import (
+    CACHE_FOLDER,
+    DistillFeature,
+    distillation_loss,
+    teacher_logits,
+)
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +175,60 @@ def test_a_damaged_cache_is_computed_again(teacher: Path, tmp_path: Path, config
         assert stored["logits"].dtype == np.float32
 
 
+def _npz_claiming(path: Path, shape: tuple[int, ...], data: bytes, *, repeat: int = 1) -> None:
+    """An .npz whose logits.npy header claims float32 ``shape``, followed by ``data`` written
+    ``repeat`` times, deflated (zeros: a zip bomb)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive, archive.open("logits.npy", "w") as member:
+        member.write(header.getvalue())
+        for _ in range(repeat):
+            member.write(data)
+
+
+def _damage(cache: Path, damage: str) -> None:
+    good = cache.read_bytes()
+    with np.load(cache, allow_pickle=False) as stored:
+        logits = stored["logits"]
+    if damage == "truncated":
+        cache.write_bytes(good[: len(good) // 2])
+    elif damage == "empty":
+        cache.write_bytes(b"")
+    elif damage == "not finite":
+        logits[0, 0, 0] = np.nan
+        np.savez(cache, logits=logits)
+    elif damage == "float64":
+        np.savez(cache, logits=logits.astype(np.float64))
+    elif damage == "pickled":
+        np.savez(cache, logits=np.array([{"a": 1}], dtype=object))
+    elif damage == "huge shape":  # a header claiming 40 TB over a few bytes
+        _npz_claiming(cache, (10**12, *logits.shape[1:]), b"\0" * 64)
+    elif damage == "zip bomb":  # 100 MB of zeros in a file of about 100 kB
+        _npz_claiming(cache, (2_500_000, *logits.shape[1:]), bytes(1 << 20), repeat=100)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not finite", "float64", "pickled", "huge shape", "zip bomb"])
+def test_a_damaged_cache_is_computed_again_in_bounded_memory(teacher: Path, configure, damage: str) -> None:
+    from fmnist.training.data_prep import prepare_data
+
+    config = configure(teachers=(str(teacher),))
+    images = prepare_data(config, teacher.parent / "data").train_images
+    predictor = load_predictor(teacher)
+    logits, _, cached = teacher_logits(teacher, predictor, images, config.augment)
+    assert not cached
+    (cache,) = (teacher / CACHE_FOLDER).glob("*.npz")
+    _damage(cache, damage)
+    tracemalloc.start()
+    try:
+        again, _, cached = teacher_logits(teacher, predictor, images, config.augment)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert not cached and np.array_equal(again, logits)
+    assert peak < 32 * 2**20  # what the file claims is never allocated
+    assert teacher_logits(teacher, predictor, images, config.augment)[2]  # the cache was written anew
+
+
 def test_interrupted_student_resumes_to_the_same_weights(teacher: Path, tmp_path: Path, configure) -> None:
     config = configure(teachers=(str(teacher),))
     whole, cut = whole_and_resumed(config, tmp_path, teacher.parent / "data")
@@ -204,10 +266,38 @@ def test_bad_teachers_are_refused_before_training(teacher: Path, tmp_path: Path,
     for values, message in (
         ({"distill_weight": 1.5}, "distill_weight must be in"),
         ({"distill_temperature": 0.0}, "distill_temperature must be in"),
+        ({"distill_temperature": 1e-37}, "distill_temperature must be in"),  # logits / T would overflow
     ):
         with pytest.raises(ConfigError, match=message):
             configure(teachers=(str(teacher),), **values).validate()
     assert not any((tmp_path / name).exists() for name in ("a", "b"))
+
+
+def test_a_teacher_with_damaged_run_files_is_refused(teacher: Path, tmp_path: Path, configure) -> None:
+    data = teacher.parent / "data"
+    run_json, config_json = teacher / "run.json", teacher / "config.json"
+    document, values = json.loads(run_json.read_text()), json.loads(config_json.read_text())
+    for key in ("content_digest", "split_digest"):
+        run_json.write_text(json.dumps({**document, "data": {**document["data"], key: 7}}))
+        with pytest.raises(RunError, match=rf"run.json: data.{key} is not a digest \(int\)"):
+            train(configure(teachers=(str(teacher),)), tmp_path / key, data=data)
+    run_json.write_text(json.dumps(document))
+    config_json.write_text(json.dumps({**values, "base_run": 5}))
+    with pytest.raises(RunError, match=r"config.json: base_run is not a folder name \(int\)"):
+        train(configure(teachers=(str(teacher),)), tmp_path / "base", data=data)
+
+
+def test_relative_teachers_of_a_config_file_are_stored_absolute(
+    teacher: Path, small_model_toml: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fmnist.cli import build_parser
+    from fmnist.cli.train import config_from_args
+
+    monkeypatch.chdir(teacher.parent)
+    (teacher.parent / "student.toml").write_text(f'teachers = ["{teacher.name}"]\n{small_model_toml}')
+    args = build_parser().parse_args(["train", "--config", "student.toml"])
+    # As --teacher is: a resumed run must find the same teacher from any working directory.
+    assert config_from_args(args).teachers == (str(teacher.resolve()),)
 
 
 def test_teachers_travel_through_config_files(teacher: Path, tmp_path: Path, configure) -> None:

@@ -93,6 +93,18 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path else None
 
 
+def _absolute_run_folders(values: dict) -> dict:
+    """``values`` (of --set or a config file) with their run folders made absolute, as
+    --init, --base and --teacher are: config.json must not depend on the working directory
+    (a resumed run would find other folders, or none)."""
+    for key in ("init_run", "base_run"):
+        if isinstance(values.get(key), str):
+            values[key] = _absolute(values[key])
+    if isinstance(values.get("teachers"), list):
+        values["teachers"] = [_absolute(path) if isinstance(path, str) else path for path in values["teachers"]]
+    return values
+
+
 def config_from_args(args: argparse.Namespace):
     """The resolved TrainConfig of a new run: recipe, then --config, flags and --set."""
     from fmnist.training import read_config_file, resolve_config
@@ -103,15 +115,10 @@ def config_from_args(args: argparse.Namespace):
             "--specialist and --base go together",
             "a specialist refines a main run: pass --specialist GROUP --base RUN_DIR",
         )
-    settings = dict(parse_setting(text) for text in args.set or [])
-    for key in ("init_run", "base_run"):  # run folders, made absolute as --init and --base are
-        if isinstance(settings.get(key), str):
-            settings[key] = _absolute(settings[key])
-    if isinstance(settings.get("teachers"), list):
-        settings["teachers"] = [_absolute(path) if isinstance(path, str) else path for path in settings["teachers"]]
+    settings = _absolute_run_folders(dict(parse_setting(text) for text in args.set or []))
     if args.image_size is not None:
         settings["model_args.image_size"] = args.image_size
-    file_values = read_config_file(Path(args.config)) if args.config else None
+    file_values = _absolute_run_folders(read_config_file(Path(args.config))) if args.config else None
     return resolve_config(args.recipe, file_values=file_values, overrides=config_overrides(args), settings=settings)
 
 

@@ -151,7 +151,7 @@ class TrainConfig:
             (self.backbone_lr_scale > 0, "backbone_lr_scale", "positive"),
             (self.pretrained is None or self.init_run is None, "init_run", "unset when pretrained is set (one start)"),
             ((self.specialist is None) == (self.base_run is None), "base_run", "set exactly when specialist is"),
-            (0 < self.distill_temperature <= 100, "distill_temperature", "in (0, 100]"),
+            (0.01 <= self.distill_temperature <= 100, "distill_temperature", "in [0.01, 100] (a smaller T overflows the logits)"),
             (0 <= self.distill_weight <= 1, "distill_weight", "in [0, 1]"),
             (len(self.teachers) <= 16, "teachers", "at most 16 runs"),
             (self.split_seed is None or self.split_seed >= 0, "split_seed", "zero or positive"),

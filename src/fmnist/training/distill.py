@@ -25,6 +25,8 @@ import hashlib
 import json
 import logging
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +56,9 @@ CACHE_FORMAT = 1
 # Teacher targets are held in memory as float32 (images x views x classes): bounded, so a
 # crop padding of 14 on a 100-class dataset is a one-line refusal, not a swap storm.
 MAX_TARGET_VALUES = 250_000_000  # 1 GB
+DAMAGED_FIX = "the teacher's run folder was edited or damaged; train the teacher again"
+# What a damaged cache file raises (BadZipFile: truncated; EOFError: empty; KeyError: no logits).
+_CACHE_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def _split_differences(teacher: dict, student: dict) -> list[str]:
@@ -91,6 +96,24 @@ def _teacher_runs(config: TrainConfig) -> list[Run]:
     return runs
 
 
+def _base_run(run: Run) -> Run | None:
+    """The base run of a specialist teacher (config.json's base_run), else None."""
+    base_run = run.config_values().get("base_run")
+    if not base_run:
+        return None
+    if not isinstance(base_run, str):
+        raise RunError(f"{run.paths.config}: base_run is not a folder name ({type(base_run).__name__})", DAMAGED_FIX)
+    return Run.open(base_run)
+
+
+def _recorded_digest(run: Run, key: str) -> str | None:
+    """run.json's ``data[key]`` digest; None for a run that predates it."""
+    value = run.provenance().data.get(key) if run.paths.provenance.is_file() else None
+    if value is not None and not isinstance(value, str):
+        raise RunError(f"{run.paths.provenance}: data.{key} is not a digest ({type(value).__name__})", DAMAGED_FIX)
+    return value
+
+
 def check_teacher_splits(config: TrainConfig) -> None:
     """Refuse a teacher (or a teacher specialist's base run) that split the data otherwise
     than this run: it has trained on some of this run's validation images, which would make
@@ -101,8 +124,8 @@ def check_teacher_splits(config: TrainConfig) -> None:
     for run in _teacher_runs(config):
         values = run.config_values()
         to_check = [(run.root, values)]
-        if values.get("base_run"):
-            base = Run.open(values["base_run"])
+        base = _base_run(run)
+        if base is not None:
             to_check.append((base.root, base.config_values()))
         for root, teacher_values in to_check:
             differences = _split_differences(split_settings(teacher_values), student)
@@ -154,6 +177,24 @@ def _flops_per_image(predictor: Predictor) -> int:
     return sum(count_flops(part.module) for part in parts if getattr(part, "module", None) is not None)
 
 
+def _read_cache(cache: Path, expected: tuple[int, int, int]) -> np.ndarray:
+    """The cached logits, their header checked before their data is read: a file claiming
+    another (or a huge) shape or another dtype is refused before anything of that size is
+    allocated or inflated. A ValueError (or a zip/OSError) says the file is of no use."""
+    with zipfile.ZipFile(cache) as archive:
+        with archive.open("logits.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _fortran, dtype = read_header(member)
+        if shape != expected or dtype != np.dtype(np.float32):
+            raise ValueError(f"{dtype} {shape}, expected float32 {expected}")
+        with archive.open("logits.npy") as member:  # read_array reads the header again
+            logits = np.lib.format.read_array(member, allow_pickle=False)
+    if not np.isfinite(logits).all():
+        raise ValueError("values that are not finite")
+    return logits
+
+
 def teacher_logits(
     run_root: Path, predictor: Predictor, images: torch.Tensor, augment: AugmentConfig, *, batch_size: int = 1024
 ) -> tuple[np.ndarray, float, bool]:
@@ -171,12 +212,8 @@ def teacher_logits(
     expected = (len(images), views, len(predictor.class_names))
     if cache.is_file():
         try:
-            with np.load(cache, allow_pickle=False) as stored:
-                logits = stored["logits"]
-            if logits.shape == expected and logits.dtype == np.float32 and np.isfinite(logits).all():
-                return logits, 0.0, True
-            log.warning("%s: cached teacher outputs of another shape; computing them again", cache)
-        except (OSError, ValueError, KeyError) as error:
+            return _read_cache(cache, expected), 0.0, True
+        except _CACHE_ERRORS as error:
             log.warning("%s: unreadable cached teacher outputs (%s); computing them again", cache, error)
     started = time.perf_counter()
     logits = np.empty(expected, dtype=np.float32)
@@ -248,7 +285,7 @@ class DistillFeature(TrainingFeature):
             )
         all_logits, flops, train_seconds, output_seconds, cached = [], 0, 0.0, 0.0, True
         for run in _teacher_runs(self.config):
-            digest = run.provenance().data_digest if run.paths.provenance.is_file() else None
+            digest = _recorded_digest(run, "content_digest")
             if digest is not None and digest != data.description.get("content_digest"):
                 raise DataError(
                     f"teacher {run.root} was trained on other data than this run's (content digest "
@@ -256,9 +293,8 @@ class DistillFeature(TrainingFeature):
                     "distil with the data the teacher was trained on (--data)",
                 )
             # A specialist keeps only its group's images: its base's split is the one to match.
-            base_run = run.config_values().get("base_run")
-            split_run = Run.open(base_run) if base_run else run
-            recorded = split_run.provenance().data.get("split_digest") if split_run.paths.provenance.is_file() else None
+            split_run = _base_run(run) or run
+            recorded = _recorded_digest(split_run, "split_digest")
             if recorded is not None and not self.config.full and recorded != data.description.get("split_digest"):
                 # The settings agreed (preflight), the images did not: e.g. another subset order.
                 raise ConfigError(
