@@ -275,6 +275,7 @@ def test_bad_teachers_are_refused_before_training(teacher: Path, tmp_path: Path,
 
 def test_a_teacher_with_damaged_run_files_is_refused(teacher: Path, tmp_path: Path, configure) -> None:
     data = teacher.parent / "data"
+    teacher = Path(shutil.copytree(teacher, tmp_path / "damaged-teacher"))  # the shared teacher stays intact
     run_json, config_json = teacher / "run.json", teacher / "config.json"
     document, values = json.loads(run_json.read_text()), json.loads(config_json.read_text())
     for key in ("content_digest", "split_digest"):
