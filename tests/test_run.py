@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from fmnist.errors import RunError
+from fmnist.evaluation.calibration import validation_split
 from fmnist.evaluation.evaluate import evaluate_run, run_test_predictions
 from fmnist.evaluation.interpretation import Interpretation
 from fmnist.run import EpochRecord, Run, RunStatus, arrays_digest
@@ -125,6 +126,23 @@ def test_a_damaged_epoch_log_is_named_with_its_line(run_copy: Path) -> None:
     log.write_text("\n".join([lines[0], json.dumps(record), *lines[2:]]) + "\n")
     with pytest.raises(RunError, match=r"epochs.jsonl, line 2: val_loss is 'low'"):
         Run(run_copy).history()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "what"),
+    [("content_digest", 7, "a digest"), ("split_digest", [], "a digest"), ("root", 5, "a folder name"),
+     ("class_names", ["Shirt", 3], "a list of class names")],
+)
+def test_damaged_data_fields_of_run_json_are_refused_by_name(run_copy: Path, key: str, value, what: str) -> None:
+    # Readers compare the digests, open the root and join the class names as they are.
+    path = run_copy / "run.json"
+    document = json.loads(path.read_text())
+    document["data"][key] = value
+    path.write_text(json.dumps(document))
+    with pytest.raises(RunError, match=rf"run.json: data.{key} is not {what} \({type(value).__name__}\)"):
+        Run(run_copy).provenance()
+    with pytest.raises(RunError, match=rf"data.{key} is not"):  # e.g. calibration, which opens the root
+        validation_split(run_copy)
 
 
 def test_history_of_a_full_run_has_no_validation_figures(tmp_path: Path, learnable_dir: Path, small_config: Path) -> None:

@@ -224,6 +224,16 @@ def _damaged_fix() -> str:
     return "the run folder was edited or damaged; train the run again"
 
 
+# run.json's data fields that readers use as they are (digests compared, the root opened,
+# class names joined): a damaged type is refused once, in Run.provenance, for all of them.
+_DATA_FIELDS = {
+    "content_digest": ("a digest", lambda value: isinstance(value, str)),
+    "split_digest": ("a digest", lambda value: isinstance(value, str)),
+    "root": ("a folder name", lambda value: isinstance(value, str)),
+    "class_names": ("a list of class names", lambda value: isinstance(value, list) and all(isinstance(name, str) for name in value)),
+}
+
+
 @dataclass(frozen=True)
 class Provenance:
     """run.json: what a reader needs to trust a run's figures. Fields missing from older
@@ -563,7 +573,12 @@ class Run:
         document = self._json(self.paths.provenance)
         if not isinstance(document, dict):
             raise RunError(f"{self.paths.provenance}: expected an object", _damaged_fix())
-        return Provenance.from_dict(document)
+        provenance = Provenance.from_dict(document)
+        for key, (what, valid) in _DATA_FIELDS.items():
+            value = provenance.data.get(key)
+            if value is not None and not valid(value):
+                raise RunError(f"{self.paths.provenance}: data.{key} is not {what} ({type(value).__name__})", _damaged_fix())
+        return provenance
 
     def history(self) -> list[EpochRecord]:
         """epochs.jsonl as EpochRecords; [] when no epoch has finished yet."""
