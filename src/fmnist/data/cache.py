@@ -33,6 +33,7 @@ import numpy as np
 
 from fmnist.data.input_files import open_regular_file
 from fmnist.data.locate import SplitFiles, cache_root
+from fmnist.data.npz import npy_header
 from fmnist.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -114,9 +115,7 @@ def _load_array(path: Path, dtype: type, ndim: int) -> np.ndarray:
     """Read a .npy file written by np.save, checking its header against the file's size
     before allocating: a damaged header claiming a huge shape costs nothing."""
     with open_regular_file(path) as handle:
-        version = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran_order, found = read_header(handle)
+        shape, fortran_order, found = npy_header(handle)
         if found != np.dtype(dtype) or len(shape) != ndim or fortran_order:
             raise ValueError(f"{path.name}: {found} {shape}")
         count = int(np.prod(shape, dtype=np.int64))

@@ -14,6 +14,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -24,7 +25,17 @@ from fmnist.errors import DataError
 
 KEYS = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}
 LAYOUT_HINT = "save it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...) (the keras.datasets layout)"
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError)
+# What reading a damaged .npz raises (BadZipFile: truncated; EOFError: empty; KeyError: no
+# such array; zlib.error: damaged deflate data).
+NPZ_READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError)
+
+
+def npy_header(handle: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """The shape, Fortran order and dtype of the .npy stream ``handle``, from its header
+    alone: checked before any data is read or allocated."""
+    version = np.lib.format.read_magic(handle)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read_header(handle)
 
 
 @contextlib.contextmanager
@@ -62,10 +73,8 @@ def _read_array(archive: zipfile.ZipFile, path: Path, key: str, *, images: bool)
     where = f"{path}: {key}"
     try:
         with archive.open(f"{key}.npy") as member:
-            version = np.lib.format.read_magic(member)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _fortran, dtype = read_header(member)
-    except _READ_ERRORS as error:
+            shape, _fortran, dtype = npy_header(member)
+    except NPZ_READ_ERRORS as error:
         raise DataError(f"{where}: not a readable array ({str(error)[:100] or type(error).__name__})", LAYOUT_HINT) from None
     if images:
         if dtype != np.uint8:
@@ -89,7 +98,7 @@ def _read_array(archive: zipfile.ZipFile, path: Path, key: str, *, images: bool)
             array = np.lib.format.read_array(member, allow_pickle=False)
     except MemoryError:
         raise DataError(f"{where}: not enough memory to read it", "free memory, or use a smaller file") from None
-    except _READ_ERRORS as error:
+    except NPZ_READ_ERRORS as error:
         raise DataError(f"{where}: damaged or truncated ({str(error)[:100] or type(error).__name__})", LAYOUT_HINT) from None
     return array.reshape(shape[0], IMAGE_SIZE, IMAGE_SIZE) if images else array.reshape(-1)
 

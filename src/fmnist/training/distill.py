@@ -26,7 +26,6 @@ import json
 import logging
 import time
 import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from fmnist.augment import AugmentConfig, apply_view, view_count
+from fmnist.data.npz import NPZ_READ_ERRORS, npy_header
 from fmnist.errors import ConfigError, DataError, RunError
 from fmnist.files import atomic_path
 from fmnist.run import Run, arrays_digest
@@ -57,8 +57,6 @@ CACHE_FORMAT = 1
 # crop padding of 14 on a 100-class dataset is a one-line refusal, not a swap storm.
 MAX_TARGET_VALUES = 250_000_000  # 1 GB
 DAMAGED_FIX = "the teacher's run folder was edited or damaged; train the teacher again"
-# What a damaged cache file raises (BadZipFile: truncated; EOFError: empty; KeyError: no logits).
-_CACHE_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def _split_differences(teacher: dict, student: dict) -> list[str]:
@@ -181,9 +179,7 @@ def _read_cache(cache: Path, expected: tuple[int, int, int]) -> np.ndarray:
     allocated or inflated. A ValueError (or a zip/OSError) says the file is of no use."""
     with zipfile.ZipFile(cache) as archive:
         with archive.open("logits.npy") as member:
-            version = np.lib.format.read_magic(member)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _fortran, dtype = read_header(member)
+            shape, _fortran, dtype = npy_header(member)
         if shape != expected or dtype != np.dtype(np.float32):
             raise ValueError(f"{dtype} {shape}, expected float32 {expected}")
         with archive.open("logits.npy") as member:  # read_array reads the header again
@@ -211,7 +207,7 @@ def teacher_logits(
     if cache.is_file():
         try:
             return _read_cache(cache, expected), 0.0, True
-        except _CACHE_ERRORS as error:
+        except NPZ_READ_ERRORS as error:
             log.warning("%s: unreadable cached teacher outputs (%s); computing them again", cache, error)
     started = time.perf_counter()
     logits = np.empty(expected, dtype=np.float32)
