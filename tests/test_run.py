@@ -145,6 +145,17 @@ def test_damaged_data_fields_of_run_json_are_refused_by_name(run_copy: Path, key
         validation_split(run_copy)
 
 
+@pytest.mark.parametrize("value", ["digest", ["content_digest"], 3])
+def test_a_run_json_whose_data_is_not_an_object_is_refused(run_copy: Path, value) -> None:
+    # Read as empty it would pass every digest check, as a run from before digests does.
+    path = run_copy / "run.json"
+    document = json.loads(path.read_text())
+    document["data"] = value
+    path.write_text(json.dumps(document))
+    with pytest.raises(RunError, match=rf"run.json: data is not an object \({type(value).__name__}\)"):
+        Run(run_copy).provenance()
+
+
 def test_history_of_a_full_run_has_no_validation_figures(tmp_path: Path, learnable_dir: Path, small_config: Path) -> None:
     config = resolve_config("seed", file_values=read_config_file(small_config), overrides={"epochs": 2, "full": True, "patience": 0})
     train(config, tmp_path / "full", data=learnable_dir)

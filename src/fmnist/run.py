@@ -573,6 +573,10 @@ class Run:
         document = self._json(self.paths.provenance)
         if not isinstance(document, dict):
             raise RunError(f"{self.paths.provenance}: expected an object", _damaged_fix())
+        data = document.get("data")
+        if data is not None and not isinstance(data, dict):
+            # Read as {} it would skip every digest check, as for a run from before digests.
+            raise RunError(f"{self.paths.provenance}: data is not an object ({type(data).__name__})", _damaged_fix())
         provenance = Provenance.from_dict(document)
         for key, (what, valid) in _DATA_FIELDS.items():
             value = provenance.data.get(key)

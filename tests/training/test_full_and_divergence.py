@@ -81,10 +81,9 @@ def test_a_diverging_run_stops_in_one_line_and_leaves_nothing_half_written(
     ).error_line("loss became nan in epoch 1", "a lower learning rate (--lr, now 1e+30)")
 
     assert "checkpoint" not in line and "kept" not in line  # nothing was kept: none is claimed
-    # No model, report, metrics, checkpoint, config or temporary file: at most the folder
-    # and the lock file of the process that held it (a lock is released, not deleted).
+    # No model, report, metrics, checkpoint, config, temporary file, lock or folder.
     left = [name for name in files_under(tmp_path) if name not in before]
-    assert left in ([], ["diverged", "diverged/.lock"]), left
+    assert left == [], left
 
 
 @pytest.mark.slow

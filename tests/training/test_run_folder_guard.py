@@ -94,6 +94,22 @@ def test_a_folder_left_with_only_a_lock_and_temporaries_is_reused(tmp_path: Path
     assert not list(out.glob(".*.tmp"))
 
 
+def test_a_run_refused_before_it_wrote_anything_leaves_no_folder_or_lock(tmp_path: Path, small_config: Path) -> None:
+    # A refusal while the data are read: the folders made for --out go again, and a
+    # folder the user made stays as it was (empty, without a lock file).
+    from fmnist.errors import DataError
+
+    nested = tmp_path / "runs" / "today" / "first"
+    with pytest.raises(DataError, match="no such file"):
+        train(_config(small_config), nested, data=tmp_path / "missing")
+    assert not (tmp_path / "runs").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(DataError):
+        train(_config(small_config), mine, data=tmp_path / "missing")
+    assert mine.is_dir() and list(mine.iterdir()) == []
+
+
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path

@@ -28,7 +28,12 @@ __all__ = ["LOCK_FILE", "RunPaths", "default_run_dir", "files_of_run_around", "l
 def locked(paths: RunPaths) -> Iterator[None]:
     """Hold the run folder's lock while training into it; a second process is refused
     with the holder's pid. flock is released by the kernel when the process ends, however
-    it ends (kill -9 included), so a lock is never stale; the file itself stays."""
+    it ends (kill -9 included), so a lock is never stale; the file itself stays, except
+    where the run ended before writing anything (a refusal while the data or teachers were
+    read, a first-epoch divergence): then the lock and a folder made for it go too, so a
+    failed start leaves nothing behind."""
+    made = _missing_folders(paths.root)  # what mkdir creates, deepest first
+    lock_was_there = paths.lock.exists()
     paths.root.mkdir(parents=True, exist_ok=True)
     fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -42,9 +47,35 @@ def locked(paths: RunPaths) -> Iterator[None]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        yield
+        try:
+            yield
+        finally:
+            if not lock_was_there:
+                _remove_if_only_the_lock(paths, made)
     finally:
         os.close(fd)  # releases the lock
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_if_only_the_lock(paths: RunPaths, made: list[Path]) -> None:
+    """Still holding the lock: drop it, and the folders this run made for it, when nothing
+    else was written. Anything else in the folder keeps both; rmdir never removes a
+    folder that is not empty."""
+    try:
+        if [entry.name for entry in os.scandir(paths.root)] != [paths.lock.name]:
+            return
+        paths.lock.unlink()
+        for folder in made:
+            folder.rmdir()
+    except OSError:  # another process wrote into one meanwhile: leave what is there
+        pass
 
 
 def default_run_dir(model: str, base: Path = Path("runs")) -> Path:
