@@ -235,6 +235,31 @@ def test_interrupted_student_resumes_to_the_same_weights(teacher: Path, tmp_path
     assert all(torch.equal(whole[name], cut[name]) for name in whole)
 
 
+def test_a_teacher_changed_before_a_resume_is_refused(teacher: Path, tmp_path: Path, configure) -> None:
+    from fmnist.training import resume
+    from fmnist.training.events import StopTraining
+
+    data = teacher.parent / "data"
+
+    def stop_after_first(end) -> None:
+        if end.record["epoch"] == 1:
+            raise StopTraining("test")
+
+    student = tmp_path / "student"
+    train(configure(teachers=(str(teacher),), epochs=2), student, data=data, on_epoch=stop_after_first)
+    recorded = json.loads((student / "run.json").read_text())["teachers"]
+    assert [entry["run"] for entry in recorded] == [str(teacher)] and len(recorded[0]["weights"]) == 64
+    # The teacher trained again (same data and split, other weights) while the student waited.
+    kept = tmp_path / "kept.safetensors"
+    shutil.copy(teacher / "model.safetensors", kept)
+    train(configure(epochs=1), tmp_path / "retrained", data=data)
+    shutil.copy(tmp_path / "retrained" / "model.safetensors", teacher / "model.safetensors")
+    with pytest.raises(RunError, match=r"teacher .*teacher is not the model this run started with"):
+        resume(student, data=data)
+    shutil.copy(kept, teacher / "model.safetensors")  # put back: the resume goes on
+    assert [record["epoch"] for record in resume(student, data=data).history] == [1, 2]
+
+
 def test_a_teacher_with_another_split_is_refused(teacher: Path, tmp_path: Path, configure) -> None:
     config = configure(teachers=(str(teacher),), seed=1)
     with pytest.raises(ConfigError, match="split the data otherwise than this run .*split_seed 0 vs 1"):

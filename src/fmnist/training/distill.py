@@ -190,14 +190,21 @@ def _read_cache(cache: Path, expected: tuple[int, int, int]) -> np.ndarray:
 
 
 def teacher_logits(
-    run_root: Path, predictor: Predictor, images: torch.Tensor, augment: AugmentConfig, *, batch_size: int = 1024
+    run_root: Path,
+    predictor: Predictor,
+    images: torch.Tensor,
+    augment: AugmentConfig,
+    *,
+    batch_size: int = 1024,
+    weights_digest: str | None = None,
 ) -> tuple[np.ndarray, float, bool]:
     """(logits float32 (N, views, C), seconds spent computing them, whether they came from the
-    cache) of ``predictor`` for every view of the uint8 ``images`` (N, S, S)."""
+    cache) of ``predictor`` for every view of the uint8 ``images`` (N, S, S). ``weights_digest``:
+    the predictor's, when the caller has it already."""
     views = view_count(augment)
     key_source = {
         "format": CACHE_FORMAT,
-        "weights": _weights_digest(predictor),
+        "weights": weights_digest or _weights_digest(predictor),
         "images": arrays_digest(images.numpy()),
         "views": _views_description(augment),
     }
@@ -255,6 +262,7 @@ class DistillFeature(TrainingFeature):
         super().__init__(config)
         self.targets: torch.Tensor | None = None
         self.cost: TeacherCost | None = None
+        self.teacher_weights: list[dict] = []  # each teacher's folder and weights digest
 
     def check(self) -> None:
         if self.config.specialist is not None:
@@ -296,6 +304,7 @@ class DistillFeature(TrainingFeature):
                     "train the student on the teacher's data with its seed, val_fraction and subset",
                 )
             predictor = load_predictor(run.root)
+            self.teacher_weights.append({"run": str(run.root), "weights": _weights_digest(predictor)})
             if list(predictor.class_names) != list(data.class_names):
                 raise DataError(
                     f"teacher {run.root} predicts other classes ({', '.join(predictor.class_names[:4])}...) "
@@ -303,7 +312,9 @@ class DistillFeature(TrainingFeature):
                     "use a teacher trained on this data",
                 )
             log.info("teacher %s: outputs for %d images x %d views", run.root, len(data.train_labels), views)
-            logits, seconds, from_cache = teacher_logits(run.root, predictor, data.train_images, self.config.augment)
+            logits, seconds, from_cache = teacher_logits(
+                run.root, predictor, data.train_images, self.config.augment, weights_digest=self.teacher_weights[-1]["weights"]
+            )
             all_logits.append(logits)
             flops += _flops_per_image(predictor)
             train_seconds += sum(record.seconds or 0.0 for record in run.history())
@@ -315,6 +326,23 @@ class DistillFeature(TrainingFeature):
             "teachers: %.1f MFLOPs/image, trained in %.0f s; outputs %s",
             flops / 1e6, train_seconds, "from the cache" if cached else f"computed in {output_seconds:.1f} s",
         )
+
+    def provenance(self) -> dict:
+        return {"teachers": self.teacher_weights}
+
+    def check_resumed(self, recorded: dict) -> None:
+        # A teacher trained again (or swapped) between an interruption and --resume would
+        # teach the rest of the run other targets than its first epochs had.
+        before = recorded.get("teachers")
+        if not isinstance(before, list):
+            return  # a run from before teachers were recorded
+        weights = [entry.get("weights") if isinstance(entry, dict) else None for entry in before]
+        for index, now in enumerate(self.teacher_weights):
+            if index >= len(weights) or weights[index] != now["weights"]:
+                raise RunError(
+                    f"teacher {now['run']} is not the model this run started with (its weights changed since)",
+                    "put the teacher run back as it was, or start the student again in a new --out folder",
+                )
 
     def loss(
         self, logits: torch.Tensor, labels: torch.Tensor, *, batch: torch.Tensor, views: torch.Tensor

@@ -56,6 +56,15 @@ class TrainingFeature:
     def prepare(self, data: TrainingData) -> None:
         """Work on the run's data before the first step (e.g. a teacher's outputs)."""
 
+    def provenance(self) -> dict:
+        """Fields for run.json that name this feature's inputs as the run started (after
+        ``prepare``); ``check_resumed`` compares them on a resume."""
+        return {}
+
+    def check_resumed(self, recorded: dict) -> None:
+        """Raise RunError when an input recorded in run.json (``recorded``: the whole file)
+        changed since the run started: the resumed run would not be the one it continues."""
+
     def loss(
         self, logits: torch.Tensor, labels: torch.Tensor, *, batch: torch.Tensor, views: torch.Tensor
     ) -> torch.Tensor | None:

@@ -26,6 +26,7 @@ from fmnist.cpus import ThreadChoice, choose_threads
 from fmnist.data.contract import to_model_input
 from fmnist.errors import DiskFullError, RunError
 from fmnist.models import ModelCard, create_model, save_model
+from fmnist.run import Run
 from fmnist.training import distributed
 from fmnist.training.checkpoint import (
     TrainingState,
@@ -352,9 +353,14 @@ def _run(
         trainer = Trainer(config, paths, training_data, context, progress=progress, fresh=state is None)
         if state is None:
             if context.is_main:
-                start_run_folder(paths, config, training_data, context, threads, trainer.autocast_dtype)
+                recorded = {key: value for feature in trainer.features for key, value in feature.provenance().items()}
+                start_run_folder(paths, config, training_data, context, threads, trainer.autocast_dtype, recorded)
         else:
             check_resumed_classes(paths.root, training_data)
+            if trainer.features and paths.provenance.is_file():
+                document = Run(paths.root).provenance().document
+                for feature in trainer.features:
+                    feature.check_resumed(document)
             trainer.restore(state)
             if context.is_main:
                 log.info("resuming %s after epoch %d", paths.root, trainer.epochs_done)

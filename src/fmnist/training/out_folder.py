@@ -104,6 +104,7 @@ def start_run_folder(
     context: Distributed,
     threads: ThreadChoice,
     autocast: torch.dtype | None,
+    features: dict | None = None,
 ) -> None:
     """Rank 0 of a fresh run: create the folder with its config.json and run.json
     (provenance: versions, machine, threads, processes, device, the training data)."""
@@ -121,4 +122,4 @@ def start_run_folder(
         "device": str(context.device),
         "autocast": str(autocast or "off"),
     }
-    run.write_provenance({**run_info, "data": data.description})
+    run.write_provenance({**run_info, **(features or {}), "data": data.description})
