@@ -170,6 +170,7 @@ CASES = {
     "specialist-bad-classes": (specialist_weights(specialist(classes=[0, 2, 4, 99])), "extra.specialist.classes"),
     "specialist-no-base-run": (specialist_weights(specialist(base_run=None)), "extra.specialist.base_run"),
     "specialist-weight-out-of-range": (specialist_weights(specialist(weight=7)), "extra.specialist.weight"),
+    "specialist-base-weights-not-a-digest": (specialist_weights(specialist(base_weights={"x": 1})), "extra.specialist.base_weights"),
     # Weights
     "nan-weight": (weights(poison(math.nan)), "hold NaN or infinite values"),
     "infinite-weight": (weights(poison(math.inf)), "hold NaN or infinite values"),

@@ -20,6 +20,7 @@ from fmnist.errors import RunError
 from fmnist.evaluation.specialist import predict_with_specialist
 from fmnist.inference import load_predictor
 from fmnist.models import load_model, save_model
+from fmnist.models.saved import weights_digest
 
 BLANK = np.zeros((28, 28), np.uint8)
 
@@ -93,6 +94,42 @@ def test_a_base_run_replaced_by_a_specialist_is_refused(specialist_run, tiny_run
     shutil.copytree(specialist_run, base)  # a four-class model where the base was
     with pytest.raises(RunError, match="is itself a specialist"):
         load_predictor(specialist)
+
+
+def test_a_base_run_trained_again_is_refused_but_a_recalibrated_one_is_not(run_fmnist, specialist_run, tiny_run, tmp_path) -> None:
+    """The specialist's share was fitted against its base's answers: a base of the same ten
+    classes with other weights (trained again into the same folder) is refused by name."""
+    import dataclasses
+
+    import torch
+
+    base, specialist = moved_pair(tiny_run, specialist_run, tmp_path, base_run="{root}/base")
+    assert load_model(specialist).card.extra["specialist"]["base_weights"] == weights_digest(load_model(base).module)
+    model = load_model(base)
+    # Calibration rewrites the file with another temperature: the weights, and the fit, stand.
+    save_model(base / "model.safetensors", model.module, dataclasses.replace(model.card, temperature=model.card.temperature * 1.5))
+    images = load("test", tiny_run.parent / "data").images[:8]
+    assert load_predictor(specialist).probabilities(images).shape == (8, 10)
+    with torch.no_grad():
+        next(model.module.parameters()).add_(0.01)  # stands for a retrained base
+    save_model(base / "model.safetensors", model.module, model.card)
+    with pytest.raises(RunError, match="was trained again or replaced since the specialist was fitted"):
+        load_predictor(specialist)
+    image = tmp_path / "blank.png"
+    Image.fromarray(BLANK).save(image)
+    run_fmnist("predict", str(specialist), str(image)).error_line(
+        f"its base run {base} was trained again or replaced", f"retrain the specialist with --base {base}"
+    )
+    run_fmnist("evaluate", str(specialist)).error_line("was trained again or replaced", "retrain the specialist")
+
+
+def test_a_card_without_the_base_digest_still_loads(specialist_run, tiny_run, tmp_path) -> None:
+    """Specialists written before the digest was recorded keep working with their base."""
+    _, specialist = moved_pair(tiny_run, specialist_run, tmp_path, base_run="{root}/base")
+    model = load_model(specialist)
+    del model.card.extra["specialist"]["base_weights"]
+    save_model(specialist / "model.safetensors", model.module, model.card)
+    assert load_predictor(specialist).probabilities(BLANK[None]).shape == (1, 10)
 
 
 def test_export_and_explain_refuse_a_specialist_and_name_its_base(run_fmnist, specialist_run, tiny_run, tmp_path) -> None:

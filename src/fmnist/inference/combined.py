@@ -21,7 +21,7 @@ import numpy as np
 
 from fmnist.errors import RunError
 from fmnist.inference.predictor import Predictor, TorchPredictor, check_images
-from fmnist.models.saved import LoadedModel, load_model
+from fmnist.models.saved import LoadedModel, load_model, weights_digest
 
 WEIGHT_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
@@ -105,6 +105,15 @@ def load_base(specialist: LoadedModel) -> LoadedModel:
         raise RunError(
             f"{specialist.path}: its classes {specialist.card.class_names} are not its base run's {names} at labels {classes}",
             f"the base run at {base_run} was replaced; restore it, or retrain the specialist with --base RUN_DIR",
+        )
+    # The specialist's share was fitted against the base's answers at the end of its
+    # training (and its validation images were the base's): another base, even one of the
+    # same classes, makes the combination one nobody measured.
+    recorded = info.get("base_weights")
+    if recorded is not None and weights_digest(base.module) != recorded:
+        raise RunError(
+            f"{specialist.path}: its base run {base_run} was trained again or replaced since the specialist was fitted to it (other weights)",
+            f"restore that base run, or retrain the specialist with --base {base_run}",
         )
     return base
 

@@ -8,7 +8,9 @@ file and no code beyond fmnist.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,7 +116,25 @@ def _check_specialist(value: object, class_names: list[str]) -> dict:
     weight = value.get("weight", 1.0)
     if not _number(weight) or not 0.0 <= weight <= 1.0:
         raise _card_error("extra.specialist.weight", "a number from 0 to 1", weight)
+    base_weights = value.get("base_weights")  # absent in cards written before it was recorded
+    if base_weights is not None and not (isinstance(base_weights, str) and _SHA256.fullmatch(base_weights)):
+        raise _card_error("extra.specialist.base_weights", "the SHA-256 of the base run's weights (64 hex digits)", base_weights)
     return value
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 of a model's weights (names, dtypes, shapes and values of its state dict).
+    Not the model file's bytes: calibration rewrites the file with a new temperature, which
+    leaves what the weights compute as it was."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 @dataclass

@@ -144,21 +144,19 @@ def _model_predictors(predictor: Predictor) -> list[Predictor]:
 
 def _weights_digest(predictor: Predictor) -> str:
     """SHA-256 of the weights behind a predictor (a combined specialist's two models and its
-    share): what the logits depend on. Not the file's bytes: calibration rewrites the file
-    with a new temperature, which leaves the logits as they were."""
-    digest = hashlib.sha256()
+    share): what the logits depend on (models.saved.weights_digest: not the file's bytes,
+    which calibration rewrites with a new temperature)."""
+    from fmnist.models.saved import weights_digest
+
     parts = _model_predictors(predictor)
+    if parts == [predictor] and getattr(predictor, "module", None) is not None:
+        return weights_digest(predictor.module)
+    digest = hashlib.sha256()
     if parts != [predictor]:  # a combination: its rule is part of what it answers
         digest.update(json.dumps([predictor.classes, predictor.weight]).encode())
     for part in parts:
         module = getattr(part, "module", None)
-        if module is None:
-            digest.update(Path(part.source).read_bytes())
-            continue
-        for name, tensor in sorted(module.state_dict().items()):
-            tensor = tensor.detach().cpu().contiguous()
-            digest.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(Path(part.source).read_bytes() if module is None else weights_digest(module).encode())
     return digest.hexdigest()
 
 

@@ -68,23 +68,29 @@ def specialist_card(name: str, base_run: str | os.PathLike[str], *, run_dir: str
     return [CLASS_NAMES[i] for i in classes], {"group": name, "classes": list(classes), "base_run": relative}
 
 
-def fit_combination_weight(model: nn.Module, config: TrainConfig, val_images: torch.Tensor, val_labels: torch.Tensor) -> float | None:
-    """The specialist's share within the group (see inference/combined.py) that gets the
-    most of the group's validation images right together with the base; None without a
-    validation split (``full``), where the specialist's probabilities are used alone."""
+def fit_combination_weight(
+    model: nn.Module, config: TrainConfig, val_images: torch.Tensor, val_labels: torch.Tensor
+) -> tuple[float | None, str]:
+    """(the specialist's share within the group (see inference/combined.py) that gets the
+    most of the group's validation images right together with the base, the base's weights
+    digest). The share is None without a validation split (``full``), where the
+    specialist's probabilities are used alone. The digest goes into the card so that a base
+    run trained again later is not silently combined with a share fitted on another model."""
     from fmnist.inference.combined import choose_weight
     from fmnist.inference.predictor import TorchPredictor
-    from fmnist.models.saved import load_model
+    from fmnist.models.saved import load_model, weights_digest
 
+    base_model = load_model(config.base_run)
+    base_weights = weights_digest(base_model.module)
     if not len(val_labels):
-        return None
+        return None, base_weights
     images = val_images.cpu().numpy()
-    base = TorchPredictor(load_model(config.base_run)).probabilities(images)
+    base = TorchPredictor(base_model).probabilities(images)
     model.eval()
     specialist = TorchPredictor.of_module(model, tta_flip=config.tta_flip).probabilities(images)
     classes = group_classes(config.specialist)
     labels = np.asarray(classes)[val_labels.cpu().numpy()]
-    return choose_weight(base, specialist, labels, classes)
+    return choose_weight(base, specialist, labels, classes), base_weights
 
 
 def check_base_run(base_run: str) -> None:
@@ -135,7 +141,7 @@ class SpecialistFeature(TrainingFeature):
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
         self._weight: float | None = None
-        self._weight_fitted = False
+        self._base_weights: str | None = None  # set with the weight
 
     def resolve(self, config: TrainConfig) -> TrainConfig:
         # One output per class of the group (labels are remapped to 0..k-1).
@@ -163,10 +169,10 @@ class SpecialistFeature(TrainingFeature):
     def card(
         self, card: ModelCard, *, model: nn.Module, val_images: torch.Tensor, val_labels: torch.Tensor, folder: Path
     ) -> ModelCard:
-        if not self._weight_fitted:  # fitted once, however many files are written
-            self._weight = fit_combination_weight(model, self.config, val_images, val_labels)
-            self._weight_fitted = True
+        if self._base_weights is None:  # fitted once, however many files are written
+            self._weight, self._base_weights = fit_combination_weight(model, self.config, val_images, val_labels)
         class_names, fields = specialist_card(self.config.specialist, self.config.base_run, run_dir=folder)
         fields["weight"] = 1.0 if self._weight is None else self._weight
         fields["weight_fitted_on"] = "validation" if self._weight is not None else None
+        fields["base_weights"] = self._base_weights
         return dataclasses.replace(card, class_names=class_names, extra={**card.extra, "specialist": fields})
