@@ -216,10 +216,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fmnist.evaluation.evaluate import EXPORT_SUFFIXES, evaluate_export
     from fmnist.pipeline import evaluate_and_report
 
+    if args.split != "test" or args.views is not None:
+        return _evaluate_views(args)
     if Path(args.run).suffix in EXPORT_SUFFIXES:  # an exported file: its metrics, printed
-        print_evaluation(evaluate_export(args.run, args.data)[1], None)
+        metrics, report = evaluate_export(args.run, args.data)[1], None
+    else:
+        metrics, report = evaluate_and_report(Path(args.run), args.data)
+    if args.format == "json":
+        print(json.dumps(metrics, indent=2))
+    else:
+        print_evaluation(metrics, report)
+    return 0
+
+
+def _evaluate_views(args: argparse.Namespace) -> int:
+    """`fmnist evaluate --split val` / `--views`: one line per test-time view, nothing written."""
+    from fmnist.evaluation.evaluate import EXPORT_SUFFIXES
+    from fmnist.evaluation.views import evaluate_views, parse_views
+
+    if Path(args.run).suffix in EXPORT_SUFFIXES:
+        raise ConfigError(
+            f"{args.run}: --split and --views need a run folder (an exported file has no validation split "
+            "and its views are fixed in its graph)",
+            "pass the run folder it was exported from",
+        )
+    views = parse_views(args.views) if args.views is not None else None
+    results = evaluate_views(args.run, args.data, split=args.split, views=views)
+    if views is None:  # --split val alone: the run's own view
+        results = [result for result in results if result.own]
+    if args.format == "json":
+        print(json.dumps([result.to_dict() for result in results], indent=2))
         return 0
-    print_evaluation(*evaluate_and_report(Path(args.run), args.data))
+    name = "validation" if args.split == "val" else "test"
+    for result in results:
+        own = "  (the run's own)" if result.own else ""
+        print(
+            f"{result.view:<10} {name} accuracy {result.accuracy:.2%} ({result.errors:,} errors of {result.images:,}), "
+            f"NLL {result.nll:.4f}, {result.seconds:.1f} s{own}"
+        )
     return 0
 
 
@@ -374,7 +408,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         "evaluate", help="evaluate a run on the test set (writes metrics.json and the report), or an exported .onnx/.pt (prints them)"
     )
     evaluate.add_argument("run", metavar="RUN_DIR_OR_EXPORT")
-    evaluate.add_argument("--data", metavar="PATH", help="test data: an IDX/CSV folder, an image folder, or a .csv/.npz file")
+    evaluate.add_argument(
+        "--data", metavar="PATH",
+        help="test data: an IDX/CSV folder, an image folder, or a .csv/.npz file (with --split val: the run's training data)",
+    )
+    evaluate.add_argument(
+        "--split", choices=("test", "val"), default="test",
+        help="val: the run's own validation split, rebuilt from its config, to choose on; prints, writes nothing",
+    )
+    evaluate.add_argument(
+        "--views", metavar="LIST",
+        help="compare test-time views side by side (accuracy, NLL, seconds): comma-separated none, flip, "
+        "flip+shift, or all; prints, writes nothing",
+    )
+    evaluate.add_argument("--format", choices=("text", "json"), default="text", help="json: the metrics (or one object per view) on stdout")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     ensemble = commands.add_parser("ensemble", help="average several runs' probabilities and evaluate them as one model")
