@@ -72,3 +72,52 @@ def test_security_headers(exposed):
 def test_without_the_options_everything_is_open(server):
     """The default (loopback) server asks for no token and serves any Host."""
     assert server.request("GET", "/v1/model", headers={"Host": "anything.test"}).status == 200
+
+
+def _raw(live, request: bytes) -> tuple[int, bytes]:
+    """Send ``request`` as bytes (http.client will not send two Host headers): (status, body)."""
+    import socket
+
+    with socket.create_connection((live.host, live.port), timeout=30) as connection:
+        connection.sendall(request)
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_two_host_headers_or_a_bad_port_are_refused(exposed):
+    # RFC 9112 3.2: a proxy in front may read the other Host header than this check did.
+    for first, second in ((b"127.0.0.1", b"evil.test"), (b"evil.test", b"127.0.0.1")):
+        request = b"GET /healthz HTTP/1.1\r\nHost: " + first + b"\r\nHost: " + second + b"\r\nConnection: close\r\n\r\n"
+        status, body = _raw(exposed, request)
+        assert status == 400 and b"more than one Host" in body, body
+    assert exposed.request("GET", "/healthz", headers={"Host": "api.example.test:evil"}).status == 400
+    assert exposed.request("GET", "/healthz", headers={"Host": "api.example.test:8000"}).status == 200
+
+
+def test_the_bearer_scheme_is_case_insensitive_the_token_is_not(exposed):
+    assert exposed.request("GET", "/v1/model", headers={"Authorization": f"bearer {TOKEN}"}).status == 200
+    assert exposed.request("GET", "/v1/model", headers={"Authorization": f"BEARER  {TOKEN}"}).status == 200
+    assert exposed.request("GET", "/v1/model", headers={"Authorization": f"Bearer {TOKEN.upper()}"}).status == 401
+    assert exposed.request("GET", "/v1/model", headers={"Authorization": f"Basic {TOKEN}"}).status == 401
+    assert exposed.request("GET", "/v1/model", headers={"Authorization": TOKEN}).status == 401
+
+
+def test_a_refused_preflight_has_the_json_shape(exposed):
+    for origin in ("https://other.example", "null"):
+        reply = exposed.request(
+            "OPTIONS", "/v1/predict", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
+        )
+        assert reply.status == 400 and reply.headers["content-type"] == "application/json", reply
+        document = reply.json()
+        assert set(document) == {"error", "fix"} and "origin" in document["error"], document
+
+
+def test_head_answers_every_get_route_without_a_body(exposed):
+    for path, headers in (("/healthz", {}), ("/readyz", {}), ("/", {}), ("/v1/model", AUTH), ("/static/app.js", {})):
+        get, head = exposed.request("GET", path, headers=headers), exposed.request("HEAD", path, headers=headers)
+        assert head.status == get.status == 200, (path, head.status)
+        assert head.body == b"" and head.headers["content-type"] == get.headers["content-type"], path
+    assert exposed.request("HEAD", "/v1/model").status == 401  # the token is still asked for

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from fmnist.data.input_files import refuse_special_file
 from fmnist.errors import DataError
@@ -64,6 +64,20 @@ DECODE_ERRORS = (
     ZeroDivisionError, OverflowError, AttributeError, RecursionError,
 )  # fmt: skip
 
+# Small files that cost far more than their pixels to read, each bounded here:
+# - PNG text chunks are inflated and kept while the header is read: Pillow allows 64 MB of
+#   text per image, so 64 uploads of 60 KB held 4 GB. 1 MB is far above a photo's XMP.
+MAX_TEXT_BYTES = 1 << 20
+PngImagePlugin.MAX_TEXT_MEMORY = min(PngImagePlugin.MAX_TEXT_MEMORY, MAX_TEXT_BYTES)
+# - every scan of a progressive JPEG is decoded over the whole image (2.8 ms a scan at 24
+#   megapixels, and a repeated 42-byte scan is valid): real files have at most ~12, plus
+#   those of an embedded thumbnail or an MPO's second picture.
+MAX_JPEG_SCANS = 100
+# - Pillow decodes RLE-compressed BMPs in Python, ~15x slower a pixel than the C decoders
+#   (a 1-megapixel RLE8 BMP of 5 KB: 0.3 s), so each of their pixels counts this many times.
+RLE_BMP_COST = 16
+BMP_RLE_COMPRESSIONS = (1, 2)  # BI_RLE8, BI_RLE4
+
 
 class UnsupportedImageError(DataError):
     """Not an image, or in a format that is not read."""
@@ -75,6 +89,19 @@ class ImageTooLargeError(DataError):
 
 class CorruptImageError(DataError):
     """An image file whose header was read but whose data is damaged or truncated."""
+
+
+class ImageTooCostlyError(ImageTooLargeError):
+    """Within the pixel limit, but far costlier to read than its pixels (text metadata, scans)."""
+
+
+def decode_cost(image: Image.Image) -> int:
+    """The pixels an opened image counts for against a pixel limit: its own, times
+    RLE_BMP_COST for a BMP that Pillow decodes in Python."""
+    pixels = image.size[0] * image.size[1]
+    if image.format == "BMP" and image.info.get("compression") in BMP_RLE_COMPRESSIONS:
+        return pixels * RLE_BMP_COST
+    return pixels
 LOW_CONTRAST = 40  # grey levels between the 2nd and 98th percentile of the result
 
 
@@ -128,14 +155,61 @@ def open_header(handle: BinaryIO, name: str, *, max_pixels: int, formats: Sequen
     except UnidentifiedImageError:
         raise UnsupportedImageError(f"{name}: not a supported image", f"send a {_format_list(formats)} file") from None
     except DECODE_ERRORS as error:
+        if "MAX_TEXT" in str(error):  # Pillow's text-chunk limits (MAX_TEXT_BYTES above)
+            raise ImageTooCostlyError(
+                f"{name}: its text metadata is over the limit of {MAX_TEXT_BYTES // (1 << 20)} MB",
+                "save the image again without its metadata",
+            ) from None
         raise CorruptImageError(f"{name}: corrupt or truncated image ({_reason(error)})", "send a complete image file") from None
+    if width <= 0 or height <= 0:  # a BMP may claim a negative width
+        image.close()
+        raise CorruptImageError(f"{name}: corrupt image header (size {width}x{height})", "send a complete image file")
     if width * height > max_pixels:
         image.close()
         raise ImageTooLargeError(
             f"{name}: image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}",
             "send a smaller image",
         )
+    try:
+        _refuse_costly(image, handle, name, max_pixels)
+    except DataError:
+        image.close()
+        raise
     return image
+
+
+def _refuse_costly(image: Image.Image, handle: BinaryIO, name: str, max_pixels: int) -> None:
+    if decode_cost(image) > max_pixels:
+        limit = max_pixels // RLE_BMP_COST
+        raise ImageTooCostlyError(
+            f"{name}: an RLE-compressed BMP of {image.size[0] * image.size[1]:,} pixels, over the limit of {limit:,} "
+            "for this slow-to-decode format",
+            "send it as PNG, or as a smaller or uncompressed BMP",
+        )
+    if image.format in ("JPEG", "MPO"):
+        scans = count_jpeg_scans(handle, stop_after=MAX_JPEG_SCANS)
+        if scans > MAX_JPEG_SCANS:
+            raise ImageTooCostlyError(
+                f"{name}: a JPEG with over {MAX_JPEG_SCANS} scans (each is decoded over the whole image)",
+                "save it again as a baseline JPEG or a PNG",
+            )
+
+
+def count_jpeg_scans(handle: BinaryIO, *, stop_after: int) -> int:
+    """Start-of-scan markers (FF DA) in a JPEG file; reading stops (1 MB at a time) once
+    the count is over ``stop_after``. The handle's position is kept. Entropy-coded data never holds FF DA (an FF in it is followed
+    by 00 or a restart marker), so only metadata bytes can add to the count, never hide a scan."""
+    position = handle.tell()
+    try:
+        handle.seek(0)
+        count, tail = 0, b""
+        while count <= stop_after and (chunk := handle.read(1 << 20)):
+            data = tail + chunk
+            count += data.count(b"\xff\xda")
+            tail = data[-1:]  # a marker split between two reads is counted with the next
+        return count
+    finally:
+        handle.seek(position)
 
 
 def decode_opened(image: Image.Image, name: str, *, max_edge: int | None = None) -> Image.Image:

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
@@ -49,7 +48,13 @@ from fmnist.serving.schemas import (
     Readiness,
     error_responses,
 )
-from fmnist.serving.security import BearerToken, HostAllowList, SecurityHeaders
+from fmnist.serving.security import (
+    BearerToken,
+    HeadAsGet,
+    HostAllowList,
+    JsonCORSMiddleware,
+    SecurityHeaders,
+)
 from fmnist.serving.settings import ServeSettings
 from fmnist.serving.uploads import (
     FIELD,
@@ -153,11 +158,12 @@ def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -
     # Added innermost first. A refusal by any of them is counted by the metrics and carries
     # the security headers; CORS answers preflights before the token is asked for.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_upload_bytes)
+    app.add_middleware(HeadAsGet)
     if settings.token:
         app.add_middleware(BearerToken, token=settings.token)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            JsonCORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
@@ -271,7 +277,7 @@ def create_app(settings: ServeSettings, *, predictor: Predictor | None = None) -
     ) -> JSONResponse:
         started = time.perf_counter()
         uploads = await read_uploads(request, settings.limits)
-        images, notes = await decoder.run(_prepare, uploads, settings.limits)
+        images, notes = await decoder.run(_prepare, uploads, settings.limits, abandoned=request.is_disconnected)
         probabilities = await request.app.state.batcher.predict(images)
         metrics.predictions.inc(len(images))
         loaded = request.app.state.predictor

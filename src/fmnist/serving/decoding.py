@@ -11,7 +11,7 @@ seconds, then gets a 503.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -34,8 +34,14 @@ class DecodePool:
     def stop(self) -> None:
         self._executor.shutdown(wait=True)
 
-    async def run(self, function: Callable[..., T], *args: object) -> T:
-        """``function(*args)`` in a decoding thread, once a slot is free (503 after ``wait_s``)."""
+    async def run(
+        self, function: Callable[..., T], *args: object, abandoned: Callable[[], Awaitable[bool]] | None = None
+    ) -> T:
+        """``function(*args)`` in a decoding thread, once a slot is free (503 after ``wait_s``).
+
+        ``abandoned`` (e.g. ``request.is_disconnected``) is asked once the slot is taken: a
+        client that hung up while it waited costs no decoding (a decode once started runs
+        to its end, in C)."""
         if self._free is None:
             raise RuntimeError("DecodePool.start() was not called")
         try:
@@ -48,6 +54,8 @@ class DecodePool:
                 headers={"Retry-After": "1"},
             ) from None
         try:
+            if abandoned is not None and await abandoned():
+                raise RequestRefused(400, "the client disconnected before its images were decoded", "keep the connection open")
             # The pool's own threads are the cap: a request cancelled meanwhile frees its
             # slot, but its decode still holds a thread until it ends.
             return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)

@@ -22,9 +22,12 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fmnist.inference.photo import (
+    RLE_BMP_COST,
     CorruptImageError,
+    ImageTooCostlyError,
     ImageTooLargeError,
     UnsupportedImageError,
+    decode_cost,
     open_header,
 )
 
@@ -112,6 +115,41 @@ class BodyLimitMiddleware:
         await self.app(scope, counted_receive, send)
 
 
+MAX_TEXT_FIELDS = 16  # text parts per request (none is used; a few are tolerated, then refused)
+
+
+class _Parser(MultiPartParser):
+    """Starlette's parser, noting whether the closing boundary arrived: it silently drops a
+    part cut short, which would read as 'no images' rather than as a truncated body."""
+
+    ended = False
+
+    def on_end(self) -> None:
+        self.ended = True
+
+
+def _multipart_refusal(error: MultiPartException, limits: Limits) -> RequestRefused:
+    """A limit of the multipart parser as a 413 that names it; anything else a 400."""
+    message = error.message.lower()
+    cause = str(error.__cause__ or "").lower()  # python-multipart's own reason
+    if "files" in message:
+        return RequestRefused(413, f"too many files: at most {limits.max_files} per request", "split the images over several requests")
+    if "fields" in message:
+        return RequestRefused(
+            413, f"too many text fields: at most {MAX_TEXT_FIELDS} per request", f"send only files, in the field {FIELD!r}"
+        )
+    if "exceeded maximum size" in message:
+        return RequestRefused(413, "a text form field is over the limit of 1 MB", f"send the images as files in the field {FIELD!r}")
+    if "header size" in cause:
+        return RequestRefused(
+            413, "a part's header line is over the limit of 4 KB (a very long file name?)", "send shorter file names"
+        )
+    if "header count" in cause:
+        return RequestRefused(413, "a part has more than 8 header lines", "send each file with its Content-Disposition and Content-Type only")
+    detail = f"{error.message} {error.__cause__}".strip() if error.__cause__ else error.message
+    return RequestRefused(400, f"malformed multipart body ({detail[:200]})", "send a valid multipart/form-data body")
+
+
 async def read_uploads(request: Request, limits: Limits) -> list[Upload]:
     """The files of a multipart request's ``file`` field(s), in the order they were sent."""
     content_type = request.headers.get("content-type", "")
@@ -123,17 +161,20 @@ async def read_uploads(request: Request, limits: Limits) -> list[Upload]:
         )
     try:
         # The parser itself, not request.form(): that turns parser errors into bare 400s.
-        parser = MultiPartParser(request.headers, request.stream(), max_files=limits.max_files, max_fields=16)
+        parser = _Parser(request.headers, request.stream(), max_files=limits.max_files, max_fields=MAX_TEXT_FIELDS)
         form = await parser.parse()
     except ClientDisconnect:
         # The client left (or its body deadline passed): nobody reads this reply.
         raise RequestRefused(400, "the client disconnected before the body arrived", "send the whole body") from None
     except MultiPartException as error:
-        if "files" in error.message.lower():
-            raise RequestRefused(
-                413, f"too many files: at most {limits.max_files} per request", "split the images over several requests"
-            ) from None
-        raise RequestRefused(400, f"malformed multipart body ({error.message})", "send a valid multipart/form-data body") from None
+        raise _multipart_refusal(error, limits) from None
+    if not parser.ended:
+        await form.close()
+        raise RequestRefused(
+            400,
+            "the multipart body is incomplete: its closing boundary never arrived",
+            "send the whole body (a Content-Length smaller than the body cuts it short)",
+        )
     try:
         unexpected = sorted({name for name in form if name != FIELD})
         items = form.getlist(FIELD)
@@ -172,6 +213,8 @@ def open_image_header(upload: Upload, index: int, max_pixels: int) -> Image.Imag
         return open_header(BytesIO(upload.data), name, max_pixels=max_pixels, formats=SERVED_FORMATS)
     except UnsupportedImageError as error:
         raise RequestRefused(415, error.problem, error.fix or "send an image") from None
+    except ImageTooCostlyError as error:  # within the pixel limit, but slow or large to read
+        raise RequestRefused(422, error.problem, error.fix or "send a PNG") from None
     except ImageTooLargeError as error:
         raise RequestRefused(413, error.problem, "scale the image down before sending it") from None
     except CorruptImageError as error:
@@ -181,12 +224,23 @@ def open_image_header(upload: Upload, index: int, max_pixels: int) -> Image.Imag
 def open_request_images(uploads: list[Upload], limits: Limits) -> list[Image.Image]:
     """Every file's image, header read only, after checking all headers and the pixels of
     all images together: nothing is decoded unless the whole request is within limits."""
-    images = [open_image_header(upload, index, limits.max_pixels) for index, upload in enumerate(uploads, start=1)]
-    total = sum(image.size[0] * image.size[1] for image in images)
-    if total > limits.max_request_pixels:
-        raise RequestRefused(
-            413,
-            f"the request's images have {total:,} pixels together, over the limit of {limits.max_request_pixels:,}",
-            "send fewer or smaller images per request",
-        )
+    images: list[Image.Image] = []
+    try:
+        for index, upload in enumerate(uploads, start=1):
+            images.append(open_image_header(upload, index, limits.max_pixels))
+        # Slow formats count for more than their pixels (photo.decode_cost), so many small
+        # RLE BMPs cannot add up to seconds of decoding either.
+        costs = [decode_cost(image) for image in images]
+        if sum(costs) > limits.max_request_pixels:
+            slow = any(cost != image.size[0] * image.size[1] for cost, image in zip(costs, images))
+            raise RequestRefused(
+                413,
+                f"the request's images have {sum(costs):,} pixels together, over the limit of {limits.max_request_pixels:,}"
+                + (f" (an RLE-compressed BMP's pixels count {RLE_BMP_COST} times)" if slow else ""),
+                "send fewer or smaller images per request",
+            )
+    except RequestRefused:
+        for image in images:
+            image.close()
+        raise
     return images
