@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,51 @@ def _create_temporary(target: Path) -> tuple[Path, int]:
             os.close(fd)
 
 
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):  # fmt: skip
+        if test(mode):
+            return name
+    return "special file"
+
+
+def writable_target(path: str | os.PathLike[str]) -> Path:
+    """The file an atomic write to ``path`` replaces: a symlink's target (the link is kept),
+    refused in one line when it is a folder, a FIFO, a device or a socket (a rename would
+    put a plain file in its place: as root, over /dev/full) or the link loops."""
+    target = Path(path)
+    if target.is_symlink():
+        try:
+            target = target.resolve(strict=False)
+        except (RuntimeError, OSError):  # a symlink loop
+            raise ConfigError(f"{path} is a symlink that loops", "give the path of a regular file") from None
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        return target  # a new file
+    except NotADirectoryError:
+        raise ConfigError(f"cannot write {path}: a part of {target.parent} is a file, not a folder", "choose another path") from None
+    except OSError as error:
+        raise ConfigError(f"cannot write {path} ({error.strerror})", "give the path of a regular file you can write") from None
+    if not stat.S_ISREG(mode):
+        kind = _file_kind(mode)
+        fix = "give a file name inside it" if kind == "folder" else "give the path of a regular file (fmnist replaces files atomically)"
+        raise ConfigError(f"{path} is a {kind}, not a file", fix)
+    return target
+
+
+def _os_error(error: OSError, target: Path) -> Exception:
+    """An OSError of atomic_path's own steps as one line naming the folder or file."""
+    if is_no_space(error):
+        return disk_full_error(target)
+    folder = target.parent
+    if isinstance(error, PermissionError):
+        return ConfigError(f"{folder}: permission denied, cannot write {target.name} there", "choose a folder you can write to")
+    if isinstance(error, (FileExistsError, NotADirectoryError)):
+        return ConfigError(f"cannot write {target}: a part of {folder} is a file, not a folder", "choose another path")
+    return ConfigError(f"cannot write {target} ({error.strerror or error})", "choose another path")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success.
@@ -65,25 +111,34 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     The temporary file lives in the same folder so the final ``os.replace`` is a
     rename within one file system (atomic on POSIX). On any exception the temporary
     file is removed and ``path`` is left as it was; a full file system raises
-    DiskFullError. The new file gets the mode a plain open() would give it (the umask
-    is respected) even when the writer recreated the temporary file: safetensors'
-    save_file, for one, writes it anew with mode 0600.
+    DiskFullError, another failure of these steps (a read-only folder, a parent that is
+    a file) a one-line ConfigError. A symlink is written through (its target replaced);
+    a folder, FIFO or device is refused (``writable_target``). The new file gets the
+    mode a plain open() would give it (the umask is respected) even when the writer
+    recreated the temporary file: safetensors' save_file, for one, writes it anew with
+    mode 0600.
     """
-    target = Path(path)
+    target = writable_target(path)
     tmp: Path | None = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp, mode = _create_temporary(target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp, mode = _create_temporary(target)
+        except OSError as error:
+            raise _os_error(error, target) from None
         yield tmp
         # Flush the data to disk before the rename so a crash cannot leave an empty file
         # under the final name (a read-only descriptor is enough for fsync).
-        fd = os.open(tmp, os.O_RDONLY)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except OSError as error:
+            raise _os_error(error, target) from None
     except BaseException as error:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
@@ -111,8 +166,12 @@ def same_file(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> 
     """Whether two paths name one file: equal once resolved (symlinks, ``..``), or the
     same inode (hard links, bind mounts)."""
     first, second = Path(first).expanduser(), Path(second).expanduser()
-    if first.resolve() == second.resolve():
-        return True
+    try:
+        if first.resolve() == second.resolve():
+            return True
+    except (RuntimeError, OSError):  # a symlink loop: compare the spelled paths
+        if os.path.abspath(first) == os.path.abspath(second):
+            return True
     try:
         return os.path.samefile(first, second)
     except OSError:  # one of them does not exist (yet): not the same file

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fmnist.evaluation import CalibrationResult, calibrate_run, evaluate_run
 from fmnist.reports import write_run_report
+from fmnist.reports.run_report import check_report_inputs
 from fmnist.training.config import TrainConfig
 from fmnist.training.events import OnEpoch, TrainResult
 from fmnist.training.loop import resume, train
@@ -71,7 +72,11 @@ def resume_pipeline(
 
 
 def evaluate_and_report(run_dir: str | os.PathLike[str], data: str | os.PathLike[str] | None = None) -> tuple[dict, Path]:
-    """Score a trained run on the test set (metrics.json) and write its report: (metrics, report path)."""
+    """Score a trained run on the test set (metrics.json) and write its report: (metrics, report path).
+
+    The run files the report reads are checked first, so a damaged one is refused before
+    metrics.json and the stored predictions are replaced (no new metrics beside an old report)."""
+    check_report_inputs(run_dir)
     predictions, metrics = evaluate_run(run_dir, data)
     return metrics, write_run_report(run_dir, predictions, metrics)
 

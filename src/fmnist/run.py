@@ -167,6 +167,16 @@ def files_of_run_around(model: str | os.PathLike[str]) -> list[Path]:
     return protected
 
 
+def _bounded_text(path: Path) -> str:
+    """A run file's UTF-8 text, refused (RunError) past MAX_JSON_CHARS bytes before more is
+    read: memory does not grow with what a damaged or hostile file holds."""
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_JSON_CHARS + 1)
+    if len(data) > MAX_JSON_CHARS:
+        raise RunError(f"{path}: over {MAX_JSON_CHARS:,} bytes, far larger than a run file", _damaged_fix())
+    return data.decode("utf-8")
+
+
 def not_a_run_error(path: str | os.PathLike[str]) -> RunError:
     return RunError(f"{path} is not an fmnist run folder (no {CONFIG_FILE}/{MODEL_FILE})", NOT_A_RUN_FIX)
 
@@ -537,7 +547,7 @@ class Run:
     # -- readers ---------------------------------------------------------------------------
     def _json(self, path: Path) -> Any:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = _bounded_text(path)
         except FileNotFoundError:
             raise RunError(f"{path}: no such file", _missing_fix(path)) from None
         except UnicodeDecodeError:
@@ -590,7 +600,7 @@ class Run:
         if not path.is_file():
             return []
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = _bounded_text(path).splitlines()
         except UnicodeDecodeError:
             raise RunError(f"{path}: not UTF-8 text", _damaged_fix()) from None
         records = []

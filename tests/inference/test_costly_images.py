@@ -86,3 +86,17 @@ def test_predict_refuses_each_costly_photo_in_one_line_and_predicts_the_rest(tin
     assert len(errors) == 3, done.stderr
     for line, fragment in zip(errors, ("text metadata", "scans", "RLE-compressed BMP")):
         assert fragment in line, line
+
+
+def test_a_float_image_of_nan_reads_as_black_without_a_warning(tmp_path, recwarn):
+    import numpy as np
+
+    from fmnist.inference.standalone_photo import rgba
+
+    levels = np.full((8, 8), np.nan, np.float32)
+    levels[0, 0] = 1.0
+    path = tmp_path / "nan.tiff"
+    Image.fromarray(levels, mode="F").save(path)
+    pixels = rgba(open_image(path))
+    assert pixels[0, 0, 0] == 255 and pixels[1:, :, :3].max() == 0
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

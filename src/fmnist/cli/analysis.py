@@ -8,12 +8,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fmnist.cli.common import EXIT_USAGE, non_negative_int, positive_int
+from fmnist.cli.common import EXIT_USAGE, non_negative_int, positive_int, whole_number
 
 if TYPE_CHECKING:
     from fmnist.evaluation import CalibrationResult
 
 MAX_EXPLAIN_IMAGES = 256  # occlusion costs ~144 forward passes per image
+MAX_ECE_BINS = 1000  # the reliability diagram keeps per-bin lists; more bins than this say nothing
+
+
+def ece_bins(text: str) -> int:
+    return whole_number(text, 1, MAX_ECE_BINS, what="bin count")
 
 
 def _print_json(document: object) -> None:
@@ -29,11 +34,11 @@ def print_calibration(result: CalibrationResult) -> None:
     )
 
 
-def calibrate_and_print(run_dir: Path, data: str | None) -> dict:
+def calibrate_and_print(run_dir: Path, data: str | None, *, bins: int | None = None) -> dict:
     """Fit and store a run's temperature; print one line."""
     from fmnist.evaluation import calibrate_run
 
-    result = calibrate_run(run_dir, data)
+    result = calibrate_run(run_dir, data) if bins is None else calibrate_run(run_dir, data, bins=bins)
     print_calibration(result)
     return result.to_dict()
 
@@ -44,7 +49,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
         _print_json(calibrate_run(Path(args.run), args.data, bins=args.bins).to_dict())
     else:
-        calibrate_and_print(Path(args.run), args.data)
+        calibrate_and_print(Path(args.run), args.data, bins=args.bins)
     return 0
 
 
@@ -206,11 +211,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import numpy as np
 
     from fmnist.errors import ConfigError
-    from fmnist.evaluation.explain import explain
-    from fmnist.files import atomic_write_bytes
+    from fmnist.evaluation.explain import explain, method_used
+    from fmnist.files import atomic_write_bytes, refuse_overwriting
     from fmnist.inference.inputs import expand_inputs
     from fmnist.models import load_model
     from fmnist.reports.plots import figure_png, plot_explanation
+    from fmnist.run import files_of_run_around
 
     model = load_model(args.run)
     names = model.card.class_names
@@ -228,13 +234,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return EXIT_USAGE  # each input's problem is printed above, one line each
     if len(good) > MAX_EXPLAIN_IMAGES:
         raise ConfigError(f"{len(good)} images to explain; at most {MAX_EXPLAIN_IMAGES} at a time", "pass fewer images")
-    explanation = explain(model, np.stack([item.image for item in good]), method=args.method, target=target)
     out = Path(args.out)
-    rows, used = [], set()
-    for index, item in enumerate(good):
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; overlays go into a folder", "give a folder (it is created if missing)")
+    method = method_used(model, args.method)
+    used: set[str] = set()
+    files = [out / _overlay_name(item.path, method, used) for item in good]
+    # An overlay's name must not land on an input (x.png and x-gradcam.png both given) or the run.
+    protected = [Path(item.path) for item in good if "#" not in item.path] + files_of_run_around(args.run)
+    for file in files:
+        refuse_overwriting(file, protected)
+    explanation = explain(model, np.stack([item.image for item in good]), method=args.method, target=target)
+    rows = []
+    for index, (item, file) in enumerate(zip(good, files)):
         probabilities = explanation.probabilities[index]
         predicted, explained = int(probabilities.argmax()), int(explanation.targets[index])
-        file = out / _overlay_name(item.path, explanation.method, used)
         title = f"predicted {names[predicted]} {probabilities[predicted]:.2f}; {explanation.method} of {names[explained]}"
         atomic_write_bytes(file, figure_png(plot_explanation(item.image, explanation.maps[index], title)))
         rows.append({
@@ -259,7 +273,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     calibrate.add_argument("run", metavar="RUN_DIR")
     calibrate.add_argument("--data", metavar="PATH", help="the run's training data (default: where it was trained)")
-    calibrate.add_argument("--bins", type=positive_int, default=15, help="equal-width confidence bins for the ECE (default 15)")
+    calibrate.add_argument(
+        "--bins", type=ece_bins, default=15, help=f"equal-width confidence bins for the ECE, 1 to {MAX_ECE_BINS} (default 15)"
+    )
     calibrate.add_argument("--format", choices=["text", "json"], default="text")
     calibrate.set_defaults(handler=cmd_calibrate)
 

@@ -77,11 +77,12 @@ def _format(rows: list[dict], fmt: str) -> str:
 def _refuse_overwriting_inputs(args: argparse.Namespace) -> None:
     """--out must be neither an input (an image or CSV given, or found in a folder given)
     nor the model or another file of its run."""
-    from fmnist.files import refuse_overwriting
+    from fmnist.files import refuse_overwriting, writable_target
     from fmnist.inference.inputs import CSV_SUFFIXES, IMAGE_SUFFIXES
     from fmnist.run import files_of_run_around
 
     out = Path(args.out).expanduser()
+    writable_target(out)  # a folder, FIFO or device is refused before any prediction
     if not os.path.lexists(out):
         return  # a new file cannot be an input
     protected = files_of_run_around(args.model)

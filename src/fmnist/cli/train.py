@@ -218,7 +218,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.split != "test" or args.views is not None:
         return _evaluate_views(args)
-    if Path(args.run).suffix in EXPORT_SUFFIXES:  # an exported file: its metrics, printed
+    if Path(args.run).suffix.lower() in EXPORT_SUFFIXES:  # an exported file: its metrics, printed
         metrics, report = evaluate_export(args.run, args.data)[1], None
     else:
         metrics, report = evaluate_and_report(Path(args.run), args.data)
@@ -234,7 +234,7 @@ def _evaluate_views(args: argparse.Namespace) -> int:
     from fmnist.evaluation.evaluate import EXPORT_SUFFIXES
     from fmnist.evaluation.views import evaluate_views, parse_views
 
-    if Path(args.run).suffix in EXPORT_SUFFIXES:
+    if Path(args.run).suffix.lower() in EXPORT_SUFFIXES:
         raise ConfigError(
             f"{args.run}: --split and --views need a run folder (an exported file has no validation split "
             "and its views are fixed in its graph)",
@@ -257,6 +257,22 @@ def _evaluate_views(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_ensemble_out(out: Path, members: list[str]) -> None:
+    """The ensemble's folder gets a metrics.json and report.html: never a member's or any
+    other run's folder (their metrics would be replaced), never a file."""
+    from fmnist.files import same_file
+    from fmnist.training.run_folder import RunPaths
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file", "give a folder for the ensemble's metrics and report")
+    for member in members:
+        folder = Path(member) if Path(member).is_dir() else Path(member).parent
+        if same_file(out, folder):
+            raise ConfigError(f"--out {out} is the folder of the member {member}", "give a new folder for the ensemble")
+    if out.is_dir() and RunPaths(out).is_run():
+        raise ConfigError(f"--out {out} is a trained run's folder", "give a new folder for the ensemble")
+
+
 def cmd_ensemble(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -265,8 +281,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from fmnist.run import Run
 
     tta = True if args.tta else (False if args.no_tta else None)
-    predictions, metrics = evaluate_ensemble(args.runs, args.data, tta_flip=tta)
     out = Path(args.out) if args.out else Path("runs") / f"{dt.datetime.now():%Y%m%d-%H%M%S}-ensemble"
+    _refuse_ensemble_out(out, args.runs)  # before the members are evaluated
+    predictions, metrics = evaluate_ensemble(args.runs, args.data, tta_flip=tta)
     Run.create(out).write_metrics(metrics)
     report = write_run_report(out, predictions, metrics, title=f"fmnist ensemble of {len(args.runs)} runs")
     low, high = metrics["test_accuracy_ci95"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,7 +59,10 @@ def _decompressed(path: Path, file_digest: hashlib._Hash | None) -> Iterator[tup
         raw.seek(0)
         source = raw if file_digest is None else HashingReader(raw, file_digest)
         if gzipped:
-            with gzip.GzipFile(fileobj=source, mode="rb") as inflated:
+            # Buffered: gzip reads its header (a name field may be megabytes) a byte at a
+            # time, one Python call per byte through an unbuffered HashingReader.
+            buffered = source if file_digest is None else io.BufferedReader(source, 1 << 16)
+            with gzip.GzipFile(fileobj=buffered, mode="rb") as inflated:
                 yield inflated, None
             return
         if path.suffix == ".gz":

@@ -92,7 +92,12 @@ def image_files(split_folder: Path, class_names: tuple[str, ...]) -> list[tuple[
     return found
 
 
-def _class_files(folder: Path) -> list[Path]:
+MAX_FOLDER_DEPTH = 64  # sub-folders within a class folder; deeper trees are refused, not recursed into
+
+
+def _class_files(folder: Path, depth: int = 0) -> list[Path]:
+    if depth > MAX_FOLDER_DEPTH:
+        raise DataError(f"{folder}: folders nested more than {MAX_FOLDER_DEPTH} deep", "flatten the class folders")
     files: list[Path] = []
     for entry in _listing(folder):
         path = Path(entry.path)
@@ -100,7 +105,7 @@ def _class_files(folder: Path) -> list[Path]:
         if status is None or (stat.S_ISDIR(status.st_mode) and entry.is_symlink()):
             continue  # a dangling link; links to folders are not followed (as inputs.py does)
         if stat.S_ISDIR(status.st_mode):
-            files.extend(_class_files(path))
+            files.extend(_class_files(path, depth + 1))
         elif not stat.S_ISREG(status.st_mode):
             raise not_regular_error(path, status.st_mode)
         elif path.suffix.lower() in IMAGE_SUFFIXES:

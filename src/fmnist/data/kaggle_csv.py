@@ -37,6 +37,7 @@ PIXEL_COLUMNS = tuple(f"pixel{i}" for i in range(1, PIXELS + 1))
 LABEL_COLUMN = "label"
 KAGGLE_COLUMNS = (LABEL_COLUMN, *PIXEL_COLUMNS)
 _WHOLE_NUMBER = re.compile(r"^\s*[+-]?\d+\s*$")
+_PLAIN_NUMBER = re.compile(r"^(-?[1-9][0-9]{0,19}|[0-9]{1,20})$", re.ASCII)  # what pyarrow reads as an integer
 SNIFF_BYTES = 1 << 16
 # pyarrow needs every row inside one block; lines are at most MAX_CSV_LINE_BYTES (checked).
 BLOCK_BYTES = 4 * MAX_CSV_LINE_BYTES
@@ -193,27 +194,35 @@ def _diagnose(path: Path, names: list[str], has_header: bool, error: Exception, 
     column = names[int(column_match.group(1))]
     upper = num_classes - 1 if column == LABEL_COLUMN else 255
     line = first_data_line
-    with _text(path) as stream:
-        batches = pa_csv.open_csv(
-            stream,
-            read_options=_read_options(names, has_header),
-            convert_options=pa_csv.ConvertOptions(column_types={column: pa.string()}, include_columns=[column]),
-        )
-        for batch in batches:
-            for value in batch.column(0).to_pylist():
-                if value is None or not value.strip():
-                    return DataError(f"{path}: line {line}, column {column} is empty", "every cell needs a number")
-                if not _WHOLE_NUMBER.match(value):
-                    return DataError(
-                        f"{path}: line {line}, column {column}: {value[:20]!r} is not a whole number",
-                        f"cells must be integers 0-{upper}",
-                    )
-                if not 0 <= int(value) <= upper:
-                    return DataError(
-                        f"{path}: line {line}, column {column}: {int(value)} is outside 0-{upper}",
-                        f"pixels must be 0-255 and labels 0-{num_classes - 1}",
-                    )
-                line += 1
+    try:
+        with _text(path) as stream:
+            batches = pa_csv.open_csv(
+                stream,
+                read_options=_read_options(names, has_header),
+                # binary: a cell that is not UTF-8 must reach the check below, not stop pyarrow
+                convert_options=pa_csv.ConvertOptions(column_types={column: pa.binary()}, include_columns=[column]),
+            )
+            for batch in batches:
+                for raw in batch.column(0).to_pylist():
+                    value = None if raw is None else raw.decode("utf-8", "replace")
+                    if value is None or not value.strip():
+                        return DataError(f"{path}: line {line}, column {column} is empty", "every cell needs a number")
+                    # ASCII digits only, and few of them: int() of 5,000 digits raises, and
+                    # '+7' or full-width digits pass int() but not pyarrow.
+                    if not _PLAIN_NUMBER.match(value.strip()):
+                        return DataError(
+                            f"{path}: line {line}, column {column}: {value[:20]!r} is not a whole number",
+                            f"cells must be integers 0-{upper}, written with the digits 0-9",
+                        )
+                    if not 0 <= int(value) <= upper:
+                        return DataError(
+                            f"{path}: line {line}, column {column}: {int(value)} is outside 0-{upper}",
+                            f"pixels must be 0-255 and labels 0-{num_classes - 1}",
+                        )
+                    line += 1
+    except (pa.ArrowInvalid, UnicodeDecodeError) as failure:
+        short = str(failure).splitlines()[0][:120]
+        return DataError(f"{path}: column {column} near line {line} could not be read ({short})", _layout_hint())
     short = message.splitlines()[0][:120]
     return DataError(f"{path}: column {column} could not be read ({short})", _layout_hint())
 

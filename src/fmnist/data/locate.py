@@ -21,6 +21,8 @@ import platformdirs
 from fmnist.data.classes import (
     CLASS_NAMES,
     CLASSES_FILE,
+    MAX_CLASSES,
+    MIN_CLASSES,
     check_class_names,
     read_classes_file,
 )
@@ -188,6 +190,12 @@ def _with_classes(source: DataSource, folder: Path) -> DataSource:
         from fmnist.data.npz import read_npz_labels
 
         highest = max(int(labels.max()) for labels in read_npz_labels(source.root).values())
+        if highest >= MAX_CLASSES:  # refused before a name is made for every label up to it
+            raise DataError(
+                f"{source.root}: labels go up to {highest:,}; fmnist trains on {MIN_CLASSES} to {MAX_CLASSES} classes "
+                f"labelled 0 to {MAX_CLASSES - 1}",
+                f"number the classes from 0, or add a {CLASSES_FILE} naming them",
+            )
         names = check_class_names([str(label) for label in range(highest + 1)], f"{source.root} (labels 0-{highest}, no {CLASSES_FILE})")
         return replace(source, class_names=names)
     return source

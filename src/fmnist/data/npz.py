@@ -27,7 +27,9 @@ KEYS = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}
 LAYOUT_HINT = "save it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...) (the keras.datasets layout)"
 # What reading a damaged .npz raises (BadZipFile: truncated; EOFError: empty; KeyError: no
 # such array; zlib.error: damaged deflate data).
-NPZ_READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError)
+# RuntimeError: an encrypted member; NotImplementedError: an unknown compression method.
+MAX_LABEL = 2**31 - 1  # far above any class count; what int64 holds safely
+NPZ_READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError, RuntimeError, NotImplementedError)
 
 
 def npy_header(handle: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -100,6 +102,9 @@ def _read_array(archive: zipfile.ZipFile, path: Path, key: str, *, images: bool)
         raise DataError(f"{where}: not enough memory to read it", "free memory, or use a smaller file") from None
     except NPZ_READ_ERRORS as error:
         raise DataError(f"{where}: damaged or truncated ({str(error)[:100] or type(error).__name__})", LAYOUT_HINT) from None
+    if not images and int(array.max()) > MAX_LABEL:  # a uint64 over 2**63 would wrap negative as int64
+        index = int(np.argmax(array.reshape(-1) > MAX_LABEL))
+        raise DataError(f"{where}[{index}] is {int(array.reshape(-1)[index]):,}, not a class number", "labels are class numbers from 0")
     return array.reshape(shape[0], IMAGE_SIZE, IMAGE_SIZE) if images else array.reshape(-1)
 
 

@@ -191,7 +191,7 @@ def evaluate_export(
     from fmnist.inference.predictor import load_predictor
 
     path = Path(path)
-    predictor = load_predictor(path, backend="onnxruntime" if path.suffix == ".onnx" else "torch")
+    predictor = load_predictor(path, backend="onnxruntime" if path.suffix.lower() == ".onnx" else "torch")
     test = test if test is not None else load("test", data)
     test.check_classes(predictor.class_names, path)
     predictions = predict(predictor, test.images, test.labels)

@@ -131,6 +131,11 @@ class Explanation:
     method: str  # the method actually used
 
 
+def method_used(model: LoadedModel, method: str) -> str:
+    """The method ``explain`` applies: Grad-CAM needs a convolution, else occlusion."""
+    return "gradcam" if method == "gradcam" and last_conv(model.module) is not None else "occlusion"
+
+
 def explain(model: LoadedModel, images: np.ndarray, *, method: str = "gradcam", target: int | None = None) -> Explanation:
     """Saliency maps for uint8 ``images`` (N, 28, 28) of the class ``target`` (default: each
     image's predicted class). The maps explain a single forward pass, so probabilities here
@@ -145,7 +150,7 @@ def explain(model: LoadedModel, images: np.ndarray, *, method: str = "gradcam", 
         raise ConfigError(f"class index {target} out of range", f"use 0..{len(predictor.class_names) - 1}")
     probabilities = predictor.probabilities(images, tta_flip=False)
     targets = probabilities.argmax(axis=1) if target is None else np.full(len(images), target)
-    used = "gradcam" if method == "gradcam" and last_conv(model.module) is not None else "occlusion"
+    used = method_used(model, method)
     maps = saliency(predictor, images, targets, method=method)
     return Explanation(maps=maps, probabilities=probabilities, targets=targets.astype(np.int64), method=used)
 

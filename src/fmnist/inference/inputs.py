@@ -49,6 +49,9 @@ def _not_regular(path: Path, mode: int) -> DataError:
     )
 
 
+MAX_FOLDER_DEPTH = 64  # sub-folders below an input folder that are searched
+
+
 def _folder_files(folder: Path) -> Iterator[tuple[Path, DataError | None]]:
     """The image and CSV files under ``folder``, sorted; sub-folders that cannot be read
     and FIFOs or devices under input names come with an error instead of being skipped
@@ -64,7 +67,12 @@ def _folder_files(folder: Path) -> Iterator[tuple[Path, DataError | None]]:
         else:
             problems.append((where, DataError(f"{where}: cannot read ({error.strerror})", "check the path")))
 
-    for root, _folders, names in os.walk(folder, onerror=unreadable):
+    base_depth = len(folder.parts)
+    for root, folders, names in os.walk(folder, onerror=unreadable):
+        if len(Path(root).parts) - base_depth >= MAX_FOLDER_DEPTH and folders:
+            # os.walk recurses (Python 3.11): a tree thousands deep would end in RecursionError.
+            problems.append((Path(root), DataError(f"{root}: folders nested more than {MAX_FOLDER_DEPTH} deep", "flatten the folder")))
+            folders.clear()
         found.extend(Path(root, name) for name in names if _is_input_name(Path(name)))
     yield from problems
     for child in sorted(found):

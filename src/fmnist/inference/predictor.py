@@ -47,13 +47,17 @@ class Prediction:
         return {"label": self.label, "class_id": self.class_id, "probability": self.probability, "top_k": self.top_k}
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def top_k(
     probabilities: np.ndarray, class_names: list[str], *, k: int = 5, min_confidence: float = 0.0
 ) -> list[Prediction]:
     """One Prediction per row of ``probabilities`` (N, C); a row whose best probability is
     below ``min_confidence`` is labelled "uncertain" (class_id None, top_k still filled)."""
-    if k < 1:
-        raise ConfigError(f"top-k must be at least 1, got {k}", "pass k >= 1")
+    if not _whole(k) or k < 1:
+        raise ConfigError(f"top-k must be a whole number of at least 1, got {k!r}", "pass k >= 1")
     if not 0.0 <= min_confidence <= 1.0:
         raise ConfigError(f"min_confidence must be between 0 and 1, got {min_confidence}", "pass a probability")
     k = min(k, probabilities.shape[1])
@@ -147,6 +151,8 @@ class Predictor:
         answer (nor reach JSON, which has no NaN).
         """
         images = check_images(images)
+        if not _whole(batch_size) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a whole number of at least 1, got {batch_size!r}", "pass e.g. 1024")
         flip = self.tta_flip if tta_flip is None else bool(tta_flip)
         shift = flip and bool(self.tta_shift if tta_shift is None else tta_shift)
         if self.flip_inside and (not flip or shift != self.tta_shift):
@@ -157,7 +163,7 @@ class Predictor:
             )
         views = Views() if self.flip_inside else Views(flip=flip, shift=shift)
         temperature = self.temperature if temperature is None else temperature
-        if not 0 < temperature < float("inf"):
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) or not 0 < temperature < float("inf"):
             raise ConfigError(f"temperature must be a positive number, got {temperature}", "pass T > 0")
         all_logits, all_probabilities = [], []
         for start in range(0, len(images), batch_size):
@@ -297,7 +303,10 @@ class TorchPredictor(Predictor):
 
 
 def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()] or [type(error).__name__]
+    if lines[0].startswith("The following operation failed in the TorchScript interpreter") and len(lines) > 1:
+        return lines[-1][:200]  # the interpreter's traceback comes first, the reason last
+    return lines[0][:200]
 
 
 class OnnxPredictor(Predictor):
@@ -341,7 +350,16 @@ class OnnxPredictor(Predictor):
         self.probabilities(_probe_images())
 
     def model_logits(self, inputs: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT_LOGITS], {self.input_name: inputs})[0]
+        from onnxruntime.capi.onnxruntime_pybind11_state import (
+            Fail,
+            InvalidArgument,
+            RuntimeException,
+        )
+
+        try:
+            return self.session.run([OUTPUT_LOGITS], {self.input_name: inputs})[0]
+        except (Fail, InvalidArgument, RuntimeException, MemoryError) as error:  # e.g. an allocation the graph asks for
+            raise RunError(f"{self.source}: the model failed to run ({_first_line(error)})", "re-export it with `fmnist export`") from None
 
 
 class TorchScriptPredictor(Predictor):
@@ -363,6 +381,9 @@ class TorchScriptPredictor(Predictor):
         if not self.source.is_file():
             raise RunError(f"{self.source}: no such TorchScript file", "check the path")
         self.name = _short_name(self.source)
+        from fmnist.inference.torchscript_check import check_archive, check_graph
+
+        check_archive(self.source, TORCHSCRIPT_METADATA)  # bounded sizes, no code run at load
         extra = {TORCHSCRIPT_METADATA: ""}
         try:
             with warnings.catch_warnings():
@@ -370,6 +391,7 @@ class TorchScriptPredictor(Predictor):
                 self.module = torch.jit.load(str(self.source), map_location="cpu", _extra_files=extra)
         except (RuntimeError, ValueError, OSError) as error:
             raise RunError(f"{self.source}: not a loadable TorchScript model ({_first_line(error)})", "re-export it with `fmnist export`") from None
+        check_graph(self.module, self.source)  # a traced graph of tensor operations, before any run
         from fmnist.bounded_json import JsonRefused, loads_bounded
 
         text = extra[TORCHSCRIPT_METADATA]
@@ -396,8 +418,11 @@ class TorchScriptPredictor(Predictor):
     def model_logits(self, inputs: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
-            outputs = self.module(torch.from_numpy(inputs))
+        try:
+            with torch.inference_mode():
+                outputs = self.module(torch.from_numpy(inputs))
+        except RuntimeError as error:  # torch.jit.Error is one; so is a failed allocation
+            raise RunError(f"{self.source}: the model failed to run ({_first_line(error)})", "re-export it with `fmnist export`") from None
         if not isinstance(outputs, tuple) or len(outputs) != 2:
             raise RunError(f"{self.source}: the model does not return (probabilities, logits)", "re-export it with `fmnist export`")
         return outputs[1].float().numpy()
@@ -488,6 +513,15 @@ def resolve_onnx_path(path: str | Path) -> Path:
     return path
 
 
+def _is_zip(path: Path) -> bool:
+    """Whether ``path`` is a file that starts like a zip archive (a TorchScript export)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(4) == b"PK\x03\x04"
+    except OSError:  # a folder, or missing: the run-folder path reports it
+        return False
+
+
 def load_predictor(path: str | Path, *, backend: str = "torch", threads: int | None = None) -> Predictor:
     """A predictor for a run folder, model file or TorchScript export (.pt) (torch), or for
     an ONNX file or a run folder holding model.onnx (onnxruntime). ``threads`` caps the
@@ -496,9 +530,10 @@ def load_predictor(path: str | Path, *, backend: str = "torch", threads: int | N
     A specialist run gives its combination with the base run its card names (over the
     base's classes), or a RunError naming the base run when that is missing."""
     if backend == "torch":
-        if Path(path).suffix == ".onnx":
+        suffix = Path(path).suffix.lower()
+        if suffix == ".onnx":
             raise ConfigError(f"{path}: an ONNX file needs --backend onnxruntime")
-        if Path(path).suffix == ".pt":
+        if suffix in (".pt", ".torchscript") or _is_zip(Path(path)):
             return TorchScriptPredictor(path, threads=threads)
         from fmnist.models.saved import load_model
 

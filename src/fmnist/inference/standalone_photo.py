@@ -71,7 +71,7 @@ def rgba(image: Image.Image) -> np.ndarray:
         levels = np.asarray(image, dtype=np.float64)
         image = Image.fromarray(np.clip(np.rint(levels / 257), 0, 255).astype(np.uint8))
     elif image.mode == "F":
-        levels = np.asarray(image, dtype=np.float64)
+        levels = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)  # NaN: black
         top = 1.0 if levels.max(initial=0) <= 1.0 else 255.0  # float images come as [0, 1] or [0, 255]
         image = Image.fromarray(np.clip(np.rint(levels * 255 / top), 0, 255).astype(np.uint8))
     return np.asarray(image.convert("RGBA"))

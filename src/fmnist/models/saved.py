@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,10 @@ def check_class_names(value: object) -> list[str]:
     for name in value:
         if not isinstance(name, str) or not 0 < len(name) <= MAX_CLASS_NAME:
             raise _card_error("class_names", f"a list of names of 1 to {MAX_CLASS_NAME} characters", name)
+        # As the data's classes.txt: a terminal escape or bidi override in a name would be
+        # printed by predict and written into reports.
+        if any(unicodedata.category(char).startswith("C") for char in name):
+            raise _card_error("class_names", "a list of printable names (no control characters)", name)
     if len(set(value)) != len(value):
         raise _card_error("class_names", "a list of distinct names", value)
     return list(value)
@@ -225,7 +230,29 @@ def resolve_model_path(path: str | Path) -> Path:
         return Run(path).model_path()  # a folder that holds no run is refused by name
     if not path.exists():
         raise RunError(f"{path}: no such run folder or model file", "check the path")
+    kind = _export_kind(path)
+    if kind is not None:
+        raise RunError(
+            f"{path} is an exported {kind} file; this command takes a run folder or its model.safetensors",
+            "pass the run folder it was exported from (predict, evaluate and serve take exports too)",
+        )
     return path
+
+
+def _export_kind(path: Path) -> str | None:
+    """"ONNX" or "TorchScript" for a file `fmnist export` wrote (by suffix, any case, or a
+    zip archive's signature), None for anything else (a model file, or garbage)."""
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return "ONNX"
+    if suffix in (".pt", ".torchscript"):
+        return "TorchScript"
+    try:
+        with path.open("rb") as handle:
+            signature = handle.read(4)
+    except OSError:
+        return None
+    return "TorchScript" if signature == b"PK\x03\x04" else None
 
 
 def _expected_tensors(module: nn.Module) -> dict[str, TensorInfo]:

@@ -38,8 +38,10 @@ class CardFile:
 
 
 def cell(value: object) -> str:
-    """``value`` as a Markdown table cell (a | in a class name would end the cell)."""
-    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """``value`` as a Markdown table cell: a | in a class name would end the cell, and
+    Markdown renderers pass HTML through (a class named <img onerror=...>)."""
+    text = str(value).replace("<", "&lt;")  # no tag can open; the rest renders as typed
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def _table(header: list[str], rows: list[list[object]]) -> str:

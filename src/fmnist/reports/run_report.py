@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,20 @@ def render_report(
     if run_info:
         sections.append("<h2>Provenance</h2>" + key_value_table({k: json.dumps(v) for k, v in run_info.items()}))
     return page(title or f"fmnist report {run_dir.name}", sections)
+
+
+def check_report_inputs(run_dir: str | os.PathLike[str]) -> None:
+    """Read every run file the report shows (config, history, provenance); RunError names a
+    damaged one. Called before an evaluation replaces metrics.json, so nothing is half-written."""
+    run_dir = Path(run_dir)
+    folder = run_dir if run_dir.is_dir() else run_dir.parent
+    run = Run.create(folder)
+    if run.paths.config.is_file():
+        run.config()
+    if run.paths.epochs_log.is_file():
+        run.history()
+    if run.paths.provenance.is_file():
+        run.provenance()
 
 
 def write_run_report(run_dir: str | Path, predictions: Predictions, metrics: dict, *, title: str | None = None) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -120,8 +121,11 @@ class TrainConfig:
             (self.epochs >= 1, "epochs", "at least 1"),
             (self.select_on in ("val_loss", "val_accuracy"), "select_on", "'val_loss' or 'val_accuracy'"),
             (self.batch_size >= 1, "batch_size", "at least 1"),
-            (self.lr > 0, "lr", "positive"),
-            (self.weight_decay >= 0, "weight_decay", "zero or positive"),
+            # Upper bounds far above any useful value, below float32's range (1e308 overflowed in the optimizer).
+            (0 < self.lr <= 1e30, "lr", "positive, at most 1e30"),
+            (0 <= self.weight_decay <= 1e30, "weight_decay", "zero or positive, at most 1e30"),
+            (bool(re.fullmatch(r"auto|cpu|cuda(:[0-9]{1,3})?", self.device)), "device", "auto, cpu, cuda or cuda:N"),
+            (0 <= self.seed < 2**32, "seed", "a whole number from 0 to 4294967295"),
             (0 <= self.momentum < 1, "momentum", "in [0, 1)"),
             (self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}"),
             (0 < self.muon_lr_scale <= 1000, "muon_lr_scale", "in (0, 1000]"),
@@ -154,7 +158,7 @@ class TrainConfig:
             (0.01 <= self.distill_temperature <= 100, "distill_temperature", "in [0.01, 100] (a smaller T overflows the logits)"),
             (0 <= self.distill_weight <= 1, "distill_weight", "in [0, 1]"),
             (len(self.teachers) <= 16, "teachers", "at most 16 runs"),
-            (self.split_seed is None or self.split_seed >= 0, "split_seed", "zero or positive"),
+            (self.split_seed is None or 0 <= self.split_seed < 2**32, "split_seed", "a whole number from 0 to 4294967295"),
             # Fashion-MNIST's shoes all face left: a model that never saw mirrored images
             # misreads them, and averaging in its answer on the mirror costs accuracy
             # (fast recipe, 2 epochs: 77% validation accuracy with the mirror pass, 91% without).

@@ -20,7 +20,7 @@ from fmnist.errors import ConfigError
 
 MAX_CONFIG_BYTES = 256 * 1024
 MAX_CONFIG_DEPTH = 16
-CONFIG_SUFFIXES = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".json": "yaml"}
+CONFIG_SUFFIXES = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 
 
 class _Refused(yaml.YAMLError):
@@ -81,13 +81,22 @@ def read_settings(path: Path) -> dict:
     if kind is None:
         if not path.exists():
             raise ConfigError(f"{path}: no such config file", "check the --config path")
-        raise ConfigError(f"{path}: unknown config format {path.suffix!r}", "use .yaml, .yml or .toml")
+        raise ConfigError(f"{path}: unknown config format {path.suffix!r}", "use .yaml, .yml, .json or .toml")
     try:
         text = _read_text(path)
     except ConfigError as error:
         if error.problem == f"{path}: no such file":
             raise ConfigError(f"{path}: no such config file", "check the --config path") from None
         raise
+    if kind == "json":  # strict JSON (YAML would accept a trailing comma as valid)
+        from fmnist.bounded_json import JsonRefused, loads_bounded
+
+        try:
+            values = loads_bounded(text, max_chars=len(text) + 1, max_depth=MAX_CONFIG_DEPTH, finite=False)
+        except (JsonRefused, ValueError) as error:
+            first = str(error).splitlines()[0][:200]
+            raise ConfigError(f"{path}: not valid JSON ({first})", "fix the syntax") from None
+        return _checked_mapping(path, values)
     try:
         values = tomllib.loads(text) if kind == "toml" else yaml.load(text, Loader=_BoundedLoader)
     except _Refused as error:
@@ -100,10 +109,28 @@ def read_settings(path: Path) -> dict:
         raise ConfigError(f"{path}: cannot parse a value ({first})", "fix the value") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested deeper than {MAX_CONFIG_DEPTH} levels", "fix the file") from None
+    return _checked_mapping(path, values)
+
+
+def _checked_mapping(path: Path, values: object) -> dict:
     if values is None:
         return {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, found {type(values).__name__}")
     if _depth(values) > MAX_CONFIG_DEPTH:
         raise ConfigError(f"{path}: nested deeper than {MAX_CONFIG_DEPTH} levels", "fix the file")
+    bad_keys = _non_string_keys(values)
+    if bad_keys:  # YAML allows `1: 2` and `null: 2`; settings are named
+        raise ConfigError(f"{path}: {bad_keys[0]!r} is not a setting name", "name each setting (e.g. epochs: 10)")
     return values
+
+
+def _non_string_keys(value: object) -> list[object]:
+    """The mapping keys at any depth that are not strings (None, a number: YAML allows them)."""
+    if isinstance(value, dict):
+        return [key for key in value if not isinstance(key, str)] + [k for inner in value.values() for k in _non_string_keys(inner)]
+    if isinstance(value, list):
+        return [k for inner in value for k in _non_string_keys(inner)]
+    return []
+
+

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from fmnist.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -54,7 +56,13 @@ class Distributed:
 def pick_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    device = torch.device(requested)  # the config checked the spelling
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {requested!r}: no CUDA GPU is available to this PyTorch", "use --set device=cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {requested!r}: only {torch.cuda.device_count()} GPUs here", "use cuda:0 .. cuda:N-1")
+    return device
 
 
 def setup(requested_device: str) -> Distributed:
