@@ -180,3 +180,19 @@ def test_fmnist_runs_does_not_list_a_bundle_as_a_run(bundle: Path, evaluated_run
     shutil.copytree(evaluated_run, folder / "the-run")
     assert [row["run"] for row in list_runs(folder)] == ["the-run"]
     assert [row["run"] for row in list_runs(folder / "shared-bundle")] == []
+
+
+def test_metrics_of_other_classes_than_the_model_are_refused(evaluated_run: Path, tmp_path: Path):
+    """A model file copied into an evaluated run: its card would mix two models' figures."""
+    import json
+    import shutil
+
+    from fmnist.errors import RunError
+
+    run = shutil.copytree(evaluated_run, tmp_path / "run")
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["class_names"] = [f"c{i}" for i in range(len(metrics["class_names"]))]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(RunError, match="other classes"):
+        export_bundle(run, tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()

@@ -134,6 +134,12 @@ def export_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
     _check_out(run, out)
     metrics = run.metrics().document  # RunError "not evaluated yet" with the command to run
     card = _model_card_document(run.model_path())
+    if list(metrics.get("class_names") or []) != list(card.get("class_names") or []):
+        # metrics.json of another model (a model file copied in since): the card would mix them.
+        raise RunError(
+            f"{run.root}: metrics.json was measured on other classes than model.safetensors has",
+            f"evaluate the run again: fmnist evaluate {run.root}",
+        )
     calibration = run.calibration()
     provenance = portable(run.provenance().document)
     history = [record.to_dict() for record in run.history()]

@@ -146,3 +146,30 @@ def test_evaluating_a_damaged_run_writes_nothing(tiny_run: Path, tmp_path: Path,
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()}
     run_fmnist("evaluate", str(run), "--data", str(tiny_run.parent / "data")).error_line("run.json")
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()} == before
+
+
+def test_predict_says_standard_input_is_not_read(tiny_run: Path, run_fmnist):
+    done = run_fmnist("predict", str(tiny_run), "-")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "not read from standard input" in done.stderr
+
+
+def test_an_interrupted_training_says_how_to_resume(tmp_path: Path, learnable_dir: Path, small_config: Path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fmnist", "train", "--config", str(small_config), "--data", str(learnable_dir),
+         "--out", str(out), "--epochs", "500", "--quiet"],
+        stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while not (out / "epochs.jsonl").is_file() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert f"fmnist train --resume {out}" in stderr and "Traceback" not in stderr, stderr

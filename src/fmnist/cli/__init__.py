@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 from fmnist import __version__
 from fmnist.cli import analysis, data, predict, runs, serve, train, tune
@@ -93,5 +94,10 @@ def _run(argv: list[str] | None) -> int:
         print(f"fmnist: error: {disk_full_error(error.filename or '.')}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("fmnist: interrupted", file=sys.stderr)
+        run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
+        if getattr(args.handler, "__name__", "") == "cmd_train" and run_dir and Path(run_dir).is_dir():
+            # The last finished epoch's checkpoint is kept: say how to continue from it.
+            print(f"fmnist: interrupted (continue with: fmnist train --resume {run_dir})", file=sys.stderr)
+        else:
+            print("fmnist: interrupted", file=sys.stderr)
         return 130

@@ -117,6 +117,9 @@ def expand_inputs(arguments: list[str], *, raw: bool = False) -> Iterator[InputI
     """One InputItem per image (files in argument order, folders sorted); bad files become
     items with ``error`` set instead of stopping the run."""
     for argument in arguments:
+        if argument == "-" and not Path("-").exists():
+            yield InputItem("-", error="-: images are not read from standard input (save them as files and pass their paths)")
+            continue
         for path, problem in _files(argument):
             try:
                 if problem is not None:
