@@ -110,3 +110,10 @@ def test_calibrate_bins_are_bounded_and_honoured_in_text(tiny_run: Path, tmp_pat
 
     assert json.loads((run / "calibration.json").read_text())["bins"] == 15
     assert two.stdout != fifteen.stdout or "ECE 0.00%" in two.stdout  # the bins reach the printed ECE
+
+
+def test_train_out_under_a_file_is_one_line(tmp_path: Path, learnable_dir: Path, run_fmnist):
+    (tmp_path / "photo.png").write_bytes(b"x")
+    run_fmnist("train", "--data", str(learnable_dir), "--epochs", "1", "--out", str(tmp_path / "photo.png" / "run")).error_line(
+        "is a file, not a folder"
+    )

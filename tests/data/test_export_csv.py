@@ -47,3 +47,12 @@ def test_export_replaces_an_older_export(tiny_idx_dir, tmp_path, data_files):
 
     assert len(load("train", out).labels) == 50
     assert sorted(p.name for p in out.iterdir()) == ["fashion-mnist_test.csv", "fashion-mnist_train.csv"]
+
+
+def test_exporting_onto_the_csvs_it_reads_is_refused(tmp_path, data_files, run_fmnist):
+    folder = tmp_path / "kaggle"
+    data_files.csv_split(folder, data_files.tiny(30, seed=0), split="train")
+    data_files.csv_split(folder, data_files.tiny(20, seed=1), split="test")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    run_fmnist("data", "export-csv", str(folder), "--data", str(folder)).error_line("would replace", "choose another folder")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

@@ -18,7 +18,7 @@ import torch
 
 import fmnist
 from fmnist.cpus import available_cpus, cpu_description
-from fmnist.errors import RunError
+from fmnist.errors import ConfigError, RunError
 from fmnist.run import LOCK_FILE, RunPaths, files_of_run_around
 
 __all__ = ["LOCK_FILE", "RunPaths", "default_run_dir", "files_of_run_around", "locked", "provenance"]
@@ -34,7 +34,10 @@ def locked(paths: RunPaths) -> Iterator[None]:
     failed start leaves nothing behind."""
     made = _missing_folders(paths.root)  # what mkdir creates, deepest first
     lock_was_there = paths.lock.exists()
-    paths.root.mkdir(parents=True, exist_ok=True)
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a part of the path is a file
+        raise ConfigError(f"{paths.root}: a part of this path is a file, not a folder", "choose another --out") from None
     fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
