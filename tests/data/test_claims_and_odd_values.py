@@ -173,3 +173,27 @@ def test_an_interrupted_training_says_how_to_resume(tmp_path: Path, learnable_di
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert f"fmnist train --resume {out}" in stderr and "Traceback" not in stderr, stderr
+
+
+def _image_tree(root: Path, layout: dict[str, list[str]]) -> Path:
+    from PIL import Image
+
+    for split, names in layout.items():
+        for name in names:
+            (root / split / name).mkdir(parents=True)
+            Image.new("L", (28, 28), 0).save(root / split / name / "x.png")
+    return root
+
+
+def test_class_folders_spelled_with_other_unicode_are_named_as_such(tmp_path: Path, run_fmnist):
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    root = _image_tree(tmp_path / "images", {"train": [composed, "tea"], "test": [decomposed, "tea"]})
+    run_fmnist("data", "info", "--no-download", "--data", str(root)).error_line("other Unicode characters")
+
+
+def test_a_class_named_in_classes_txt_without_training_images_is_warned_about(tmp_path: Path, run_fmnist):
+    root = _image_tree(tmp_path / "images", {"train": ["a", "b"], "test": ["a", "b"]})
+    (root / "classes.txt").write_text("a\nb\nc\n")
+    done = run_fmnist("data", "info", "--no-download", "--data", str(root))
+    assert done.returncode == 0, done.stderr
+    assert "no training images for 'c'" in done.stderr

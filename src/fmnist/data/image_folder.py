@@ -16,13 +16,15 @@ sources combined by mistake.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 
-from fmnist.data.classes import IMAGE_SIZE, check_class_names
+from fmnist.data.classes import CLASSES_FILE, IMAGE_SIZE, check_class_names
 from fmnist.data.input_files import (
     check_readable_folder,
     check_regular_file,
@@ -36,6 +38,8 @@ from fmnist.errors import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_IMAGE_FILE_BYTES = 20 * 1024 * 1024  # one training image; a 24-megapixel JPEG is ~10 MB
 LAYOUT_HINT = "lay it out as ROOT/train/<class>/*.png and ROOT/test/<class>/*.png"
+
+log = logging.getLogger(__name__)
 
 
 def _listing(folder: Path) -> list[os.DirEntry]:
@@ -75,6 +79,13 @@ def image_files(split_folder: Path, class_names: tuple[str, ...]) -> list[tuple[
     ranks: dict[Path, int] = {}  # a file's place within its class folder's sorted files
     for name in class_folders(split_folder):
         if name not in class_names:
+            twin = next((known for known in class_names if unicodedata.normalize("NFC", known) == unicodedata.normalize("NFC", name)), None)
+            if twin is not None:  # café spelled with a combining accent in one folder, precomposed in the other
+                raise DataError(
+                    f"{split_folder / name}: class {name!r} looks like the training class {twin!r} but is spelled with "
+                    "other Unicode characters (composed and decomposed accents)",
+                    "rename one of the two folders so that both are spelled the same",
+                )
             raise DataError(
                 f"{split_folder / name}: class {name!r} is not among the training classes ({', '.join(class_names[:12])})",
                 "every test class needs a train/ folder of the same name, or list all classes in ROOT/classes.txt",
@@ -146,6 +157,13 @@ def read_image_split(split_folder: Path, class_names: tuple[str, ...]) -> tuple[
     files = image_files(split_folder, class_names)
     images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     labels = np.array([label for _, label in files], dtype=np.int64)
+    if split_folder.name == "train":
+        absent = [name for index, name in enumerate(class_names) if not (labels == index).any()]
+        if absent:  # classes.txt names a class that has no train/ folder: a model output never trained
+            log.warning(
+                "%s: no training images for %s (named in %s); the model will have an output it never learned",
+                split_folder, ", ".join(repr(name) for name in absent[:5]), CLASSES_FILE,
+            )
     small = large = None
     for index, (path, _label) in enumerate(files):
         images[index], size = _read_image(path)

@@ -27,7 +27,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from fmnist.data.input_files import refuse_special_file
+from fmnist.data.input_files import permission_error, refuse_special_file
 from fmnist.errors import DataError
 
 # The pixel steps live in standalone_photo.py (numpy + Pillow only), which `fmnist export`
@@ -134,6 +134,8 @@ def open_image(
     try:
         with open(source, "rb") as handle:
             return _decode(handle, str(source), max_pixels, max_edge, formats)
+    except PermissionError:  # as an unreadable folder is reported
+        raise permission_error(source) from None
     except OSError as error:  # only open() gets here: _decode turns its own errors into DataError
         raise DataError(f"{source}: cannot read ({error.strerror})", "check the path") from None
 
