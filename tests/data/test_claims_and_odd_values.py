@@ -37,7 +37,7 @@ def _one_line(done, *fragments: str) -> str:
     ("labels", "fragment"),
     [
         (np.full(60, 10**12, np.int64), "not a class number"),
-        (np.full(60, 10**6, np.int64), "labels go up to 1,000,000"),
+        (np.full(60, 10**6, np.int64), "1,000,001 classes; fmnist trains on 2 to 100"),
         (np.full(60, 2**63 + 5, np.uint64), "not a class number"),
     ],
     ids=["huge", "million", "uint64-wraps"],

@@ -192,9 +192,9 @@ def _with_classes(source: DataSource, folder: Path) -> DataSource:
         highest = max(int(labels.max()) for labels in read_npz_labels(source.root).values())
         if highest >= MAX_CLASSES:  # refused before a name is made for every label up to it
             raise DataError(
-                f"{source.root}: labels go up to {highest:,}; fmnist trains on {MIN_CLASSES} to {MAX_CLASSES} classes "
-                f"labelled 0 to {MAX_CLASSES - 1}",
-                f"number the classes from 0, or add a {CLASSES_FILE} naming them",
+                f"{source.root} (labels 0-{highest:,}, no {CLASSES_FILE}): {highest + 1:,} classes; fmnist trains on "
+                f"{MIN_CLASSES} to {MAX_CLASSES}",
+                f"number the classes from 0 to at most {MAX_CLASSES - 1}",
             )
         names = check_class_names([str(label) for label in range(highest + 1)], f"{source.root} (labels 0-{highest}, no {CLASSES_FILE})")
         return replace(source, class_names=names)
