@@ -121,3 +121,12 @@ def test_head_answers_every_get_route_without_a_body(exposed):
         assert head.status == get.status == 200, (path, head.status)
         assert head.body == b"" and head.headers["content-type"] == get.headers["content-type"], path
     assert exposed.request("HEAD", "/v1/model").status == 401  # the token is still asked for
+
+
+def test_an_absolute_url_is_judged_by_its_own_host(exposed):
+    # RFC 9112 3.2.2: the target's authority replaces Host; a proxy in front reads it so.
+    evil = b"GET http://evil.test/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    status, body = _raw(exposed, evil)
+    assert status == 400 and b"evil.test" in body, body
+    good = b"GET http://api.example.test:8000/healthz HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n"
+    assert _raw(exposed, good)[0] == 200

@@ -279,7 +279,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.body_pending = True
         self._arm(self.limits.body_timeout, self._body_timed_out)
+        self._host_from_absolute_url()
         super().on_headers_complete()
+
+    def _host_from_absolute_url(self) -> None:
+        """``GET http://evil.test/v1/model`` (absolute form): RFC 9112 3.2.2 says the
+        target's authority replaces the Host header, as a proxy in front would read it;
+        uvicorn keeps only the path, so the Host allow-list must see that authority."""
+        if not self.url[:8].lower().startswith((b"http://", b"https://")):
+            return
+        import httptools
+
+        try:
+            parsed = httptools.parse_url(self.url)
+        except httptools.HttpParserInvalidURLError:
+            return  # uvicorn answers it with its own 400
+        authority = (parsed.host or b"") + (b":%d" % parsed.port if parsed.port else b"")
+        # In place: the request scope holds this very list.
+        self.headers[:] = [(name, value) for name, value in self.headers if name != b"host"] + [(b"host", authority)]
 
     def on_body(self, body: bytes) -> None:
         if self.cycle is not None and not self.lingering:  # lingering: the rest of a refused request
