@@ -165,3 +165,17 @@ def test_onnx_without_fmnist_metadata_is_refused(tmp_path, tiny_onnx):
     onnx.save(model, str(plain))
     with pytest.raises(RunError, match="ONNX model without fmnist metadata"):
         load_predictor(plain, backend="onnxruntime")
+
+
+@pytest.mark.parametrize(
+    "options", [{"batch_size": 0}, {"batch_size": -1}, {"batch_size": 2.5}, {"batch_size": True}, {"temperature": "2"}]
+)
+def test_bad_call_options_are_config_errors_not_python_errors(tiny_run, tiny_images, options):
+    predictor = load_predictor(tiny_run)
+    with pytest.raises(ConfigError):
+        predictor.outputs(tiny_images[0][:3], **options)
+
+
+def test_a_fractional_top_k_is_refused():
+    with pytest.raises(ConfigError, match="top-k"):
+        top_k(np.full((1, 3), 1 / 3, np.float32), ["a", "b", "c"], k=2.5)

@@ -57,7 +57,7 @@ def top_k(
     """One Prediction per row of ``probabilities`` (N, C); a row whose best probability is
     below ``min_confidence`` is labelled "uncertain" (class_id None, top_k still filled)."""
     if not _whole(k) or k < 1:
-        raise ConfigError(f"top-k must be a whole number of at least 1, got {k!r}", "pass k >= 1")
+        raise ConfigError(f"top-k must be at least 1 (a whole number), got {k!r}", "pass k >= 1")
     if not 0.0 <= min_confidence <= 1.0:
         raise ConfigError(f"min_confidence must be between 0 and 1, got {min_confidence}", "pass a probability")
     k = min(k, probabilities.shape[1])
