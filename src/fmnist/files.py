@@ -59,12 +59,20 @@ def _create_temporary(target: Path) -> tuple[Path, int]:
             os.close(fd)
 
 
-def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):  # fmt: skip
-        if test(mode):
-            return name
-    return "special file"
+_KINDS = (
+    (stat.S_ISDIR, "folder"),
+    (stat.S_ISFIFO, "FIFO (named pipe)"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
+def kind_of(mode: int) -> str:
+    """'regular file', 'folder', 'FIFO (named pipe)', ... for an ``st_mode``."""
+    if stat.S_ISREG(mode):
+        return "regular file"
+    return next((name for test, name in _KINDS if test(mode)), "special file")
 
 
 def writable_target(path: str | os.PathLike[str]) -> Path:
@@ -86,7 +94,7 @@ def writable_target(path: str | os.PathLike[str]) -> Path:
     except OSError as error:
         raise ConfigError(f"cannot write {path} ({error.strerror})", "give the path of a regular file you can write") from None
     if not stat.S_ISREG(mode):
-        kind = _file_kind(mode)
+        kind = kind_of(mode)
         fix = "give a file name inside it" if kind == "folder" else "give the path of a regular file (fmnist replaces files atomically)"
         raise ConfigError(f"{path} is a {kind}, not a file", fix)
     return target

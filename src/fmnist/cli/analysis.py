@@ -34,11 +34,11 @@ def print_calibration(result: CalibrationResult) -> None:
     )
 
 
-def calibrate_and_print(run_dir: Path, data: str | None, *, bins: int | None = None) -> dict:
+def calibrate_and_print(run_dir: Path, data: str | None, *, bins: int) -> dict:
     """Fit and store a run's temperature; print one line."""
     from fmnist.evaluation import calibrate_run
 
-    result = calibrate_run(run_dir, data) if bins is None else calibrate_run(run_dir, data, bins=bins)
+    result = calibrate_run(run_dir, data, bins=bins)
     print_calibration(result)
     return result.to_dict()
 

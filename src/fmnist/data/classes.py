@@ -40,6 +40,12 @@ def is_fashion(names: tuple[str, ...] | list[str]) -> bool:
     return tuple(names) == CLASS_NAMES
 
 
+def has_control_character(name: str) -> bool:
+    """Whether ``name`` holds a control, format or other non-printing character (a terminal
+    escape, a carriage return, a bidi override): names are printed and written into reports."""
+    return any(unicodedata.category(char).startswith("C") for char in name)
+
+
 def check_class_names(names: list[str], where: str) -> tuple[str, ...]:
     """``names`` as a tuple, or a DataError naming ``where`` (the file or folder they came
     from): 2 to 100 distinct names of 1 to 100 printable characters."""
@@ -50,7 +56,7 @@ def check_class_names(names: list[str], where: str) -> tuple[str, ...]:
     for index, name in enumerate(names):
         if not 1 <= len(name) <= MAX_CLASS_NAME:
             raise DataError(f"{where}: class {index} has a name of {len(name)} characters", f"use 1 to {MAX_CLASS_NAME}")
-        if any(unicodedata.category(char).startswith("C") for char in name):
+        if has_control_character(name):
             raise DataError(f"{where}: class {index} ({name[:40]!r}) has a control character in its name", "use printable names")
         if name in seen:
             raise DataError(f"{where}: class name {name!r} appears twice", fix)

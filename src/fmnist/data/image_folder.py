@@ -26,6 +26,7 @@ import numpy as np
 
 from fmnist.data.classes import CLASSES_FILE, IMAGE_SIZE, check_class_names
 from fmnist.data.input_files import (
+    MAX_FOLDER_DEPTH,
     check_readable_folder,
     check_regular_file,
     not_regular_error,
@@ -101,9 +102,6 @@ def image_files(split_folder: Path, class_names: tuple[str, ...]) -> list[tuple[
     # first N images (a --subset run) hold every class, as in the shuffled IDX files.
     found.sort(key=lambda item: (ranks[item[0]], item[1]))
     return found
-
-
-MAX_FOLDER_DEPTH = 64  # sub-folders within a class folder; deeper trees are refused, not recursed into
 
 
 def _class_files(folder: Path, depth: int = 0) -> list[Path]:

@@ -21,22 +21,10 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from fmnist.errors import DataError, FmnistError
+from fmnist.files import kind_of
 
-_KINDS = (
-    (stat.S_ISDIR, "folder"),
-    (stat.S_ISFIFO, "FIFO (named pipe)"),
-    (stat.S_ISCHR, "character device"),
-    (stat.S_ISBLK, "block device"),
-    (stat.S_ISSOCK, "socket"),
-)
+MAX_FOLDER_DEPTH = 64  # sub-folders searched below an input or class folder; deeper trees are refused
 PERMISSION_FIX = "make it readable for this user (chmod/chown), or run as a user who can read it"
-
-
-def kind_of(mode: int) -> str:
-    """'regular file', 'folder', 'FIFO (named pipe)', ... for an ``st_mode``."""
-    if stat.S_ISREG(mode):
-        return "regular file"
-    return next((name for test, name in _KINDS if test(mode)), "special file")
 
 
 def permission_error(path: str | os.PathLike[str], error: type[FmnistError] = DataError) -> FmnistError:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist.data.input_files import (
+    MAX_FOLDER_DEPTH,
     check_readable_folder,
     kind_of,
     permission_error,
@@ -47,9 +48,6 @@ def _not_regular(path: Path, mode: int) -> DataError:
         f"{path}: not a regular file but a {kind_of(mode)}",
         "name image files, folders or CSV files; pipes and devices are not read",
     )
-
-
-MAX_FOLDER_DEPTH = 64  # sub-folders below an input folder that are searched
 
 
 def _folder_files(folder: Path) -> Iterator[tuple[Path, DataError | None]]:

@@ -513,15 +513,6 @@ def resolve_onnx_path(path: str | Path) -> Path:
     return path
 
 
-def _is_zip(path: Path) -> bool:
-    """Whether ``path`` is a file that starts like a zip archive (a TorchScript export)."""
-    try:
-        with path.open("rb") as handle:
-            return handle.read(4) == b"PK\x03\x04"
-    except OSError:  # a folder, or missing: the run-folder path reports it
-        return False
-
-
 def load_predictor(path: str | Path, *, backend: str = "torch", threads: int | None = None) -> Predictor:
     """A predictor for a run folder, model file or TorchScript export (.pt) (torch), or for
     an ONNX file or a run folder holding model.onnx (onnxruntime). ``threads`` caps the
@@ -530,12 +521,13 @@ def load_predictor(path: str | Path, *, backend: str = "torch", threads: int | N
     A specialist run gives its combination with the base run its card names (over the
     base's classes), or a RunError naming the base run when that is missing."""
     if backend == "torch":
-        suffix = Path(path).suffix.lower()
-        if suffix == ".onnx":
+        from fmnist.models.saved import export_kind, load_model
+
+        kind = export_kind(Path(path))
+        if kind == "ONNX":
             raise ConfigError(f"{path}: an ONNX file needs --backend onnxruntime")
-        if suffix in (".pt", ".torchscript") or _is_zip(Path(path)):
+        if kind == "TorchScript":
             return TorchScriptPredictor(path, threads=threads)
-        from fmnist.models.saved import load_model
 
         model = load_model(path)
         if model.card.specialist is not None:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from fmnist.data.classes import CLASS_NAMES
+from fmnist.data.classes import CLASS_NAMES, has_control_character
 from fmnist.data.contract import CONTRACT
 from fmnist.errors import ConfigError, RunError
 from fmnist.models.registry import (
@@ -73,9 +72,7 @@ def check_class_names(value: object) -> list[str]:
     for name in value:
         if not isinstance(name, str) or not 0 < len(name) <= MAX_CLASS_NAME:
             raise _card_error("class_names", f"a list of names of 1 to {MAX_CLASS_NAME} characters", name)
-        # As the data's classes.txt: a terminal escape or bidi override in a name would be
-        # printed by predict and written into reports.
-        if any(unicodedata.category(char).startswith("C") for char in name):
+        if has_control_character(name):  # the rule of the data's classes.txt
             raise _card_error("class_names", "a list of printable names (no control characters)", name)
     if len(set(value)) != len(value):
         raise _card_error("class_names", "a list of distinct names", value)
@@ -230,7 +227,7 @@ def resolve_model_path(path: str | Path) -> Path:
         return Run(path).model_path()  # a folder that holds no run is refused by name
     if not path.exists():
         raise RunError(f"{path}: no such run folder or model file", "check the path")
-    kind = _export_kind(path)
+    kind = export_kind(path)
     if kind is not None:
         raise RunError(
             f"{path} is an exported {kind} file; this command takes a run folder or its model.safetensors",
@@ -239,7 +236,7 @@ def resolve_model_path(path: str | Path) -> Path:
     return path
 
 
-def _export_kind(path: Path) -> str | None:
+def export_kind(path: Path) -> str | None:
     """"ONNX" or "TorchScript" for a file `fmnist export` wrote (by suffix, any case, or a
     zip archive's signature), None for anything else (a model file, or garbage)."""
     suffix = path.suffix.lower()
